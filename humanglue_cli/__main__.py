@@ -1,0 +1,3 @@
+from humanglue_cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The CLI: thin Typer commands over `humanglue_cli.core` (parse, call the core, render)."""

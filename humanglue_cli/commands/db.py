@@ -1,0 +1,30 @@
+"""`humanglue db …`: the schema."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from humanglue_cli.commands.runtime import Group, runtime
+
+app = typer.Typer(cls=Group, no_args_is_help=True, help="The database schema.")
+
+
+@app.command()
+def upgrade(ctx: typer.Context) -> None:
+    """Create or upgrade the schema; running it again changes nothing.
+
+    Example: humanglue --database-url postgresql://localhost/platform db upgrade
+    """
+    from humanglue_cli.core import migrate
+    from humanglue_cli.core.db import describe
+
+    logging.basicConfig(format="humanglue: %(message)s", level=logging.WARNING)
+    rt = runtime(ctx)
+    before, after = migrate.upgrade(rt.engine)
+    where = describe(rt.settings.database_url)
+    if before == after:
+        typer.echo(f"schema of {where} is current (revision {after})", err=True)
+    else:
+        typer.echo(f"schema of {where} upgraded from {before or 'nothing'} to {after}", err=True)

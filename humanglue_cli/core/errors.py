@@ -1,0 +1,56 @@
+"""The project's errors, and the one map from error to exit code (CONTRACT §3)."""
+
+from __future__ import annotations
+
+
+class HumanGlueError(Exception):
+    """Base class: an expected failure with a one-line message for the user."""
+
+    exit_code = 1
+
+
+class BadInput(HumanGlueError):
+    """Malformed input or usage, found before anything was done."""
+
+    exit_code = 2
+
+
+class NoActingUser(BadInput):
+    """A command needs an acting user and none was given."""
+
+
+class NotFound(HumanGlueError):
+    """A well-formed id or email that is unknown, or belongs to someone else."""
+
+    exit_code = 3
+
+
+class Forbidden(HumanGlueError):
+    """The acting user's role may not do this."""
+
+    exit_code = 4
+
+
+class Unavailable(HumanGlueError):
+    """The database or broker cannot be reached."""
+
+    exit_code = 5
+
+
+class SchemaError(HumanGlueError):
+    """The database has no schema, an old one, or lacks columns the rules read."""
+
+    exit_code = 1
+
+
+class SomeEventsFailed(HumanGlueError):
+    """`worker --burst` handled events that failed (kept for retry)."""
+
+    exit_code = 1
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The documented exit code for an error (CONTRACT §3); 1 for anything unexpected."""
+    if isinstance(error, HumanGlueError):
+        return error.exit_code
+    return 1

@@ -1,0 +1,287 @@
+"""The declared schema: the platform's domain tables (CONTRACT §5) and our own internals.
+
+The migrations in `migrations/` create exactly this (tests/test_migrations.py compares them).
+Our own tables are prefixed `hg_` so that they never collide with the platform's.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+metadata = sa.MetaData()
+
+# Ids are UUIDs: native on PostgreSQL, canonical lower-case text on SQLite (CONTRACT §5).
+UUID = sa.Uuid(as_uuid=False).with_variant(sa.String(36), "sqlite")
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Aware UTC datetimes; on SQLite the `CURRENT_TIMESTAMP` text form, read back as UTC."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        # SQLite: bind and read the text ourselves (sqlite_timestamp), not through DateTime.
+        return dialect.type_descriptor(sa.Text() if dialect.name == "sqlite" else self.impl)
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        if dialect.name == "sqlite":
+            return sqlite_timestamp(value)
+        return value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sqlite_timestamp(value: datetime) -> str:
+    """The text SQLite keeps: `CURRENT_TIMESTAMP`'s form, with `.ffffff` only when non-zero.
+
+    Whole seconds are written without a fraction so that a value read back and bound again
+    (a cursor) compares equal to the same row written by the platform's plain SQL.
+    """
+    value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f" if value.microsecond else "%Y-%m-%d %H:%M:%S")
+
+
+def _now() -> sa.TextClause:
+    return sa.text("CURRENT_TIMESTAMP")
+
+
+def _ts(name: str, nullable: bool = True, default: bool = False) -> sa.Column[datetime]:
+    return sa.Column(name, UTCDateTime(), nullable=nullable,
+                     server_default=_now() if default else None)
+
+
+NOTIFICATION_TYPES = (
+    "enrollment", "workshop_registration", "course_completion", "review", "student_question",
+    "payment", "system_announcement", "co_instructor_update",
+)
+PRIORITIES = ("low", "normal", "high", "urgent")
+ROLES = ("student", "instructor", "admin")
+
+# --- the platform's tables (CONTRACT §5) ----------------------------------------------------
+
+profiles = sa.Table(
+    "profiles", metadata,
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("email", sa.Text, nullable=False, unique=True),
+    sa.Column("full_name", sa.Text),
+    sa.Column("role", sa.Text, nullable=False),
+    _ts("created_at", default=True),
+)
+
+courses = sa.Table(
+    "courses", metadata,
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("instructor_id", UUID, sa.ForeignKey("profiles.id"), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("updated_by", UUID, sa.ForeignKey("profiles.id")),
+    _ts("created_at", default=True),
+    _ts("updated_at", default=True),
+)
+
+course_instructors = sa.Table(
+    "course_instructors", metadata,
+    sa.Column("course_id", UUID, sa.ForeignKey("courses.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("user_id", UUID, sa.ForeignKey("profiles.id", ondelete="CASCADE"),
+              primary_key=True),
+)
+
+enrollments = sa.Table(
+    "enrollments", metadata,
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("course_id", UUID, sa.ForeignKey("courses.id"), nullable=False),
+    sa.Column("student_id", UUID, sa.ForeignKey("profiles.id"), nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="active"),
+    sa.Column("progress", sa.Integer, nullable=False, server_default="0"),
+    _ts("enrolled_at", default=True),
+    _ts("completed_at"),
+)
+
+workshops = sa.Table(
+    "workshops", metadata,
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("instructor_id", UUID, sa.ForeignKey("profiles.id"), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("course_id", UUID, sa.ForeignKey("courses.id")),
+    _ts("starts_at"),
+    sa.Column("capacity", sa.Integer),
+)
+
+workshop_registrations = sa.Table(
+    "workshop_registrations", metadata,
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("workshop_id", UUID, sa.ForeignKey("workshops.id"), nullable=False),
+    sa.Column("user_id", UUID, sa.ForeignKey("profiles.id"), nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="registered"),
+    _ts("registered_at", default=True),
+    _ts("checked_in_at"),
+)
+
+course_reviews = sa.Table(
+    "course_reviews", metadata,
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("course_id", UUID, sa.ForeignKey("courses.id"), nullable=False),
+    sa.Column("student_id", UUID, sa.ForeignKey("profiles.id"), nullable=False),
+    sa.Column("rating", sa.Integer, nullable=False),
+    sa.Column("comment", sa.Text),
+    _ts("created_at", default=True),
+)
+
+payments = sa.Table(
+    "payments", metadata,
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("user_id", UUID, sa.ForeignKey("profiles.id"), nullable=False),
+    sa.Column("course_id", UUID, sa.ForeignKey("courses.id")),
+    sa.Column("workshop_id", UUID, sa.ForeignKey("workshops.id")),
+    sa.Column("amount_cents", sa.Integer, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False, server_default="USD"),
+    sa.Column("status", sa.Text, nullable=False),
+    _ts("created_at", default=True),
+    _ts("updated_at", default=True),
+)
+
+course_questions = sa.Table(
+    "course_questions", metadata,
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("course_id", UUID, sa.ForeignKey("courses.id"), nullable=False),
+    sa.Column("student_id", UUID, sa.ForeignKey("profiles.id"), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    _ts("created_at", default=True),
+)
+
+student_activity = sa.Table(
+    "student_activity", metadata,
+    sa.Column("id", UUID, primary_key=True),
+    sa.Column("student_id", UUID, sa.ForeignKey("profiles.id"), nullable=False),
+    sa.Column("course_id", UUID, sa.ForeignKey("courses.id"), nullable=False),
+    sa.Column("activity_type", sa.Text, nullable=False),
+    sa.Column("details", JSON),
+    _ts("created_at", default=True),
+    sa.Index("ix_student_activity_course_created", "course_id", "created_at"),
+)
+
+notifications = sa.Table(
+    "notifications", metadata,
+    # Generated by the database (gen_random_uuid() / a v4 expression on SQLite: see migrations).
+    sa.Column("id", UUID, primary_key=True, server_default=sa.FetchedValue()),
+    sa.Column("user_id", UUID, sa.ForeignKey("profiles.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("data", JSON, nullable=False, server_default="{}"),
+    sa.Column("link", sa.Text),
+    sa.Column("priority", sa.Text, nullable=False, server_default="normal"),
+    _ts("read_at"),
+    _ts("created_at", nullable=False, default=True),
+    sa.Index("ix_notifications_user_created", "user_id", "created_at", "id"),
+    sa.Index("ix_notifications_created", "created_at"),
+)
+
+student_presence = sa.Table(
+    "student_presence", metadata,
+    sa.Column("user_id", UUID, sa.ForeignKey("profiles.id", ondelete="CASCADE"),
+              primary_key=True),
+    # '' rather than NULL for "not in a course/workshop", so that the key stays a primary key.
+    sa.Column("scope", sa.Text, primary_key=True, server_default=""),
+    sa.Column("device_id", sa.Text, primary_key=True, server_default=""),
+    sa.Column("course_id", UUID, sa.ForeignKey("courses.id", ondelete="CASCADE")),
+    sa.Column("workshop_id", UUID, sa.ForeignKey("workshops.id", ondelete="CASCADE")),
+    sa.Column("status", sa.Text, nullable=False, server_default="online"),
+    _ts("last_seen_at", nullable=False, default=True),
+    sa.Index("ix_student_presence_last_seen", "last_seen_at"),
+)
+
+PLATFORM_TABLES = (
+    profiles, courses, course_instructors, enrollments, workshops, workshop_registrations,
+    course_reviews, payments, course_questions, student_activity, notifications, student_presence,
+)
+
+# The columns the rules read: `db upgrade` on an existing platform checks that they are there.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "profiles": ("id", "email", "full_name", "role"),
+    "courses": ("id", "instructor_id", "title", "updated_by"),
+    "course_instructors": ("course_id", "user_id"),
+    "enrollments": ("id", "course_id", "student_id", "status"),
+    "workshops": ("id", "instructor_id", "title"),
+    "workshop_registrations": ("id", "workshop_id", "user_id"),
+    "course_reviews": ("id", "course_id", "student_id", "rating", "comment"),
+    "payments": ("id", "user_id", "course_id", "workshop_id", "amount_cents", "currency", "status"),
+    "course_questions": ("id", "course_id", "student_id", "body"),
+    "student_activity": ("id", "student_id", "course_id", "activity_type", "created_at"),
+    "notifications": ("id", "user_id", "type", "title", "message", "data", "link", "priority",
+                      "read_at", "created_at"),
+    "student_presence": ("user_id", "status", "last_seen_at"),
+}
+
+# --- our own internals ------------------------------------------------------------------------
+
+# The transactional outbox: triggers on the platform's tables write one row per domain event
+# in the same transaction as the change. Rows are deleted once processed; failed ones stay.
+events = sa.Table(
+    "hg_events", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("entity_id", sa.Text, nullable=False),
+    sa.Column("payload", JSON, nullable=False),
+    sa.Column("status", sa.Text, nullable=False, server_default="pending"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    _ts("created_at", nullable=False, default=True),
+    _ts("available_at", nullable=False, default=True),
+    _ts("failed_at"),
+    sa.Index("ix_hg_events_due", "status", "available_at", "id"),
+)
+
+# "Once per entity": one row per (rule, entity) that has notified, kept after the notifications
+# themselves are read, deleted or cleaned up.
+ledger = sa.Table(
+    "hg_ledger", metadata,
+    sa.Column("rule", sa.Text, primary_key=True),
+    sa.Column("entity_id", sa.Text, primary_key=True),
+    sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),
+    sa.Column("recipients", sa.Integer, nullable=False),
+    _ts("created_at", nullable=False, default=True),
+)
+
+# Workers say they are alive here (for `humanglue status`).
+workers = sa.Table(
+    "hg_workers", metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("hostname", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    _ts("started_at", nullable=False, default=True),
+    _ts("last_seen_at", nullable=False, default=True),
+    sa.Column("processed", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+# One row per maintenance run (for `humanglue status` and the audit trail).
+maintenance_runs = sa.Table(
+    "hg_maintenance_runs", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("task", sa.Text, nullable=False),
+    _ts("ran_at", nullable=False, default=True),
+    sa.Column("result", JSON, nullable=False),
+)
+
+OWN_TABLES = (events, ledger, workers, maintenance_runs)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

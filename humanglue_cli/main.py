@@ -1,0 +1,13 @@
+"""Entry point of the `humanglue` console script."""
+
+from __future__ import annotations
+
+
+def main() -> None:
+    from humanglue_cli.commands.app import app
+
+    app()
+
+
+if __name__ == "__main__":
+    main()

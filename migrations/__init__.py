@@ -1,0 +1,1 @@
+"""Alembic migrations of the HumanGlue schema (run by `humanglue db upgrade`)."""

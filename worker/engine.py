@@ -1,0 +1,21 @@
+"""The database engine of this worker process (re-created after a fork)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from celery.signals import worker_process_init
+
+from humanglue_cli.core.db import dispose_engines, get_engine
+from humanglue_cli.core.settings import load_settings
+
+
+def engine() -> sa.Engine:
+    return get_engine(load_settings().database_url)
+
+
+@worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    # A prefork child must not share its parent's pooled connections.
+    dispose_engines()
