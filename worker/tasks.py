@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from humanglue_cli.core import embedded, maintenance, pipeline
 from worker.celery_app import app
 from worker.engine import engine
-
-from humanglue_cli.core import embedded, maintenance, pipeline
 
 TIME_BUDGET = 2.0  # seconds a task drains before it leaves the rest to the next wake-up
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from humanglue_cli import __version__
-from humanglue_cli.commands import db, notifications, worker
+from humanglue_cli.commands import db, demo, events, maintenance, notifications, status, worker
 from humanglue_cli.commands.runtime import Group, Runtime
 
 app = typer.Typer(
@@ -54,4 +54,8 @@ def main(
 
 app.add_typer(db.app, name="db")
 app.add_typer(notifications.app, name="notifications")
+app.add_typer(maintenance.app, name="maintenance")
+app.add_typer(events.app, name="events")
 app.command("worker")(worker.worker)
+app.command("status")(status.status)
+app.command("demo")(demo.demo)

@@ -95,7 +95,8 @@ def wrap_errors(engine: sa.Engine) -> Iterator[None]:
 
 
 def _schema_hint(engine: sa.Engine) -> str:
-    return f"the database {describe(engine.url)} has no HumanGlue schema: run `humanglue db upgrade`"
+    where = describe(engine.url)
+    return f"the database {where} has no HumanGlue schema: run `humanglue db upgrade`"
 
 
 def _first_line(error: BaseException) -> str:

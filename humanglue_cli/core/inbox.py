@@ -174,10 +174,8 @@ def resolve_ids(conn: sa.Connection, user_id: str, refs: Sequence[str]) -> list[
         if len(ref) < MIN_PREFIX or any(c not in "0123456789abcdef-" for c in ref):
             raise BadInput(f"not a notification id: {ref!r} (give at least {MIN_PREFIX} "
                            "hex characters)")
-        if len(ref) == 36:
-            cond = N.id == ref
-        else:
-            cond = sa.cast(N.id, sa.String).like(ref + "%")
+        whole = len(ref) == 36
+        cond = N.id == ref if whole else sa.cast(N.id, sa.String).like(ref + "%")
         found = conn.execute(
             sa.select(N.id).where(N.user_id == user_id, cond).order_by(N.id).limit(6)
         ).scalars().all()

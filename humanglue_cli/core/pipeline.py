@@ -19,7 +19,15 @@ import sqlalchemy as sa
 from humanglue_cli.core import directory, outbox
 from humanglue_cli.core.models import notifications, profiles, utcnow
 from humanglue_cli.core.rules import (
-    Audience, Context, Draft, Event, Needs, Outcome, Unprocessable, apply, needs,
+    Audience,
+    Context,
+    Draft,
+    Event,
+    Needs,
+    Outcome,
+    Unprocessable,
+    apply,
+    needs,
 )
 
 log = logging.getLogger("humanglue.pipeline")
@@ -80,7 +88,8 @@ def _fan_out(conn: sa.Connection, audience: Audience, draft: Draft) -> int:
         sa.literal(draft.priority), sa.literal(utcnow(), notifications.c.created_at.type),
     )
     cols = ["user_id", "type", "title", "message", "data", "link", "priority", "created_at"]
-    return conn.execute(sa.insert(notifications).from_select(cols, values)).rowcount
+    stmt = sa.insert(notifications).from_select(cols, values)
+    return conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
 
 
 def _process(conn: sa.Connection, batch: list[Event]) -> BatchResult:

@@ -1,0 +1,9 @@
+"""`humanglue maintenance …`."""
+
+from __future__ import annotations
+
+import typer
+
+from humanglue_cli.commands.runtime import Group
+
+app = typer.Typer(cls=Group, no_args_is_help=True, help="Scheduled maintenance (cron runs it).")
