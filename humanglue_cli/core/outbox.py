@@ -14,7 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from humanglue_cli.core.models import events, ledger, maintenance_runs, utcnow, workers
+from humanglue_cli.core.models import (
+    UTCDateTime, events, ledger, maintenance_runs, utcnow, workers,
+)
 from humanglue_cli.core.rules import Event
 
 MAX_ATTEMPTS = 5
@@ -24,7 +26,8 @@ BACKOFF_CAP = timedelta(minutes=5)
 
 def backoff(attempts: int) -> timedelta:
     """Delay before retry number `attempts` (1, 2, …): 2 s, 4 s, 8 s … capped at 5 min."""
-    return min(BACKOFF_BASE * (2 ** (attempts - 1)), BACKOFF_CAP)
+    factor: int = 2 ** max(attempts - 1, 0)
+    return min(BACKOFF_BASE * factor, BACKOFF_CAP)
 
 
 def _insert(conn: sa.Connection) -> Any:
@@ -141,7 +144,7 @@ def backlog(conn: sa.Connection) -> Backlog:
     )).one()
     oldest = row[2]
     if isinstance(oldest, str):
-        oldest = events.c.created_at.type.process_result_value(oldest, conn.dialect)
+        oldest = UTCDateTime().process_result_value(oldest, conn.dialect)
     return Backlog(int(row[0]), int(row[1]), oldest, int(row[3]))
 
 

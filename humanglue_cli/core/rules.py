@@ -122,8 +122,8 @@ def needs(event: Event) -> Needs:
     return Needs(people, _ids(p.get("course_id")), _ids(p.get("workshop_id")))
 
 
-def _quote(text: Any, limit: int = 140) -> str:
-    text = " ".join(str(text or "").split())
+def _quote(value: Any, limit: int = 140) -> str:
+    text = " ".join(str(value or "").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -41,7 +41,9 @@ def _bigint() -> sa.types.TypeEngine[int]:
 
 
 def _ts(name: str, nullable: bool = True, default: bool = False) -> sa.Column[object]:
-    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable,
+    # SQLite keeps timestamps as UTC text in CURRENT_TIMESTAMP's form (CONTRACT §5).
+    kind = sa.DateTime(timezone=True).with_variant(sa.Text(), "sqlite")
+    return sa.Column(name, kind, nullable=nullable,
                      server_default=sa.text("CURRENT_TIMESTAMP") if default else None)
 
 
