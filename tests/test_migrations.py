@@ -67,8 +67,8 @@ def test_existing_platform_tables_are_left_alone(empty_db: str) -> None:
     # A plain-SQL course edit of the platform's own extra column still fires rule 8.
     with engine.begin() as conn:
         conn.execute(sa.text(
-            "INSERT INTO courses (id, instructor_id, title) VALUES "
-            "('22222222-2222-4222-8222-222222222222', '11111111-1111-4111-8111-111111111111', 'C')"))
+            "INSERT INTO courses (id, instructor_id, title) VALUES ("
+            "'22222222-2222-4222-8222-222222222222', '11111111-1111-4111-8111-111111111111', 'C')"))
         conn.execute(sa.text("UPDATE courses SET price_cents = 100, "
                              "updated_by = '11111111-1111-4111-8111-111111111111'"))
         kinds = conn.execute(sa.text("SELECT kind, payload FROM hg_events")).all()
@@ -87,3 +87,34 @@ def test_a_platform_table_missing_a_rule_column_is_named(empty_db: str) -> None:
     with engine.connect() as conn:  # nothing of ours was left half-made
         assert not sa.inspect(conn).has_table("hg_events")
     engine.dispose()
+
+
+def test_trigger_creation_waits_politely_for_a_busy_table() -> None:
+    """CREATE TRIGGER under a short lock_timeout: it says it waits, and does not stall writes."""
+    import subprocess
+    import threading
+    import time
+
+    from tests.conftest import _drop_postgres, _new_postgres
+    from tests.helpers import CLI
+
+    url, name = _new_postgres()
+    engine = create_engine(url)
+    try:
+        migrate.upgrade(engine, "0001")
+        holder = engine.connect()
+        holder.execute(sa.text("LOCK TABLE enrollments IN SHARE MODE"))  # a long platform txn
+        release = threading.Timer(4.0, holder.rollback)
+        release.start()
+        started = time.monotonic()
+        proc = subprocess.run([CLI, "--database-url", url, "db", "upgrade"], capture_output=True,
+                              text=True, timeout=60)
+        release.join()
+        holder.close()
+        assert proc.returncode == 0, proc.stderr
+        assert "waiting for a lock on table enrollments" in proc.stderr
+        assert time.monotonic() - started >= 3.5
+        assert migrate.current_revision(engine) == migrate.head_revision()
+    finally:
+        engine.dispose()
+        _drop_postgres(name)

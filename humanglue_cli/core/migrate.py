@@ -39,12 +39,12 @@ def current_revision(engine: sa.Engine) -> str | None:
         return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
-def upgrade(engine: sa.Engine) -> tuple[str | None, str]:
-    """Bring the schema to the newest revision; returns (revision before, revision after)."""
+def upgrade(engine: sa.Engine, target: str = "head") -> tuple[str | None, str | None]:
+    """Bring the schema to `target` (the newest revision); returns (before, after)."""
     from alembic import command
 
     before = current_revision(engine)
     with wrap_errors(engine), engine.connect() as conn:
-        command.upgrade(_config(conn), "head")
+        command.upgrade(_config(conn), target)
         conn.commit()
-    return before, head_revision()
+    return before, current_revision(engine)
