@@ -26,6 +26,14 @@ REDIS_URL = os.environ.get("HUMANGLUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Warnings are errors in this project's tests (STYLE.md habits)."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.filterwarnings("error"), append=False)
+
+
 def _missing(what: str) -> None:
     if IN_CI:
         pytest.fail(f"{what} is not reachable, and CI=true: services must be up in CI")

@@ -127,9 +127,10 @@ class Site:
     def spawn(self, *args: str, user: str | None = None, **extra: str) -> subprocess.Popen[str]:
         """Start `humanglue ARGS` in the background (its output in files under home)."""
         log = self.home / f"proc-{uuid.uuid4().hex[:6]}.log"
-        return subprocess.Popen([CLI, *args], env=self.env(user, **extra), text=True,
-                                stdout=log.open("w"), stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        with log.open("w") as out:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen([CLI, *args], env=self.env(user, **extra), text=True,
+                                    stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def email(name: str) -> str:

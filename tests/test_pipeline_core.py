@@ -117,3 +117,12 @@ def test_migrations_leave_an_existing_platform_alone(site: Site) -> None:
     assert migrate.upgrade(site.engine)[0] == migrate.head_revision()
     assert site.sql("SELECT count(*) FROM profiles")[0][0] == before
     assert sa.inspect(site.engine).has_table("hg_events")
+
+
+def test_event_ids_are_never_reused_after_processing(site: Site) -> None:
+    """Ledger keys of course edits and announcements name the event id (SQLite: AUTOINCREMENT)."""
+    for title in ("II", "III"):
+        site.sql("UPDATE courses SET title = :t, updated_by = :u WHERE id = :c",
+                 t=title, u=site.people["bob"], c=site.people["course"])
+        pipeline.drain(site.engine)
+    assert site.count("type = 'co_instructor_update'") == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,11 +12,16 @@ from humanglue_cli.core.db import dispose_engines, get_engine
 from humanglue_cli.core.settings import load_settings
 
 
+@functools.cache
+def _database_url() -> str:
+    return load_settings().database_url
+
+
 def engine() -> sa.Engine:
-    return get_engine(load_settings().database_url)
+    return get_engine(_database_url())
 
 
 @worker_process_init.connect
 def _after_fork(**_: Any) -> None:
     # A prefork child must not share its parent's pooled connections.
-    dispose_engines()
+    dispose_engines(close=False)

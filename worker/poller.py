@@ -1,9 +1,15 @@
 """A worker bootstep that turns plain-SQL writes into wake-ups, with no beat and no NOTIFY.
 
 Every `interval` it probes the outbox's due index. When there is work it publishes a
-`process_events` message — again whenever the oldest due event changes (progress, or new
-work after idle) and at least every REDISPATCH seconds while work is waiting, which is the
-sweep that re-dispatches what the broker lost (a Redis restart, a killed worker's message).
+`process_events` message — at once whenever the oldest due event changes (progress, or new
+work after idle), and again every REDISPATCH seconds while that event waits: this re-sends
+what the broker lost (a Redis restart, the messages a killed worker had reserved).
+
+If the oldest due event still waits after STALL seconds of wake-ups, nobody is answering
+them: the broker is down, or this worker's consumer has stopped consuming (kombu's Redis
+transport has had such bugs: celery#8030, celery#8091, kombu#2629). The database is the
+truth and the broker only a wake-up call, so the poller then drains the outbox itself, and
+says so on stderr, until the wake-ups are answered again.
 """
 
 from __future__ import annotations
@@ -16,10 +22,14 @@ from typing import Any
 from celery import bootsteps
 
 from humanglue_cli.core import embedded
+from humanglue_cli.core.db import wrap_errors
 
 log = logging.getLogger("humanglue.worker")
 
-REDISPATCH = 1.0
+REDISPATCH = 1.0  # seconds between wake-ups while the same event waits
+STALL = 3.0  # seconds an event may wait, wake-ups notwithstanding, before the poller drains
+DRAIN_BUDGET = 2.0  # seconds the poller drains at a time (as a task does)
+STALL_LOG_EVERY = 30.0
 
 
 class OutboxPoller(bootsteps.StartStopStep):
@@ -38,28 +48,86 @@ class OutboxPoller(bootsteps.StartStopStep):
     def stop(self, parent: Any) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=DRAIN_BUDGET + 3)
 
     def _run(self, app: Any) -> None:
+        loop = PollLoop(app)
+        try:
+            while not self._stop.is_set():
+                self._stop.wait(loop.tick())
+        finally:
+            loop.heartbeat.stop()
+
+
+class PollLoop:
+    """One probe of the outbox per tick; wake-ups, re-sends and the stall fallback."""
+
+    def __init__(self, app: Any) -> None:
         from worker.engine import engine
 
-        db = engine()
-        interval = embedded.default_poll_interval(db)
-        heartbeat = embedded.Heartbeat(db, "celery")
-        last_due: int | None = None
-        last_sent = 0.0
-        while not self._stop.is_set():
-            try:
-                heartbeat.beat()
-                due = embedded.first_due(db)
-                now = time.monotonic()
-                if due is not None and (due != last_due or now - last_sent > REDISPATCH):
-                    app.send_task("humanglue.process_events", retry=False)
-                    last_due, last_sent = due, now
-                elif due is None:
-                    last_due = None
-            except Exception as error:  # broker or database down: say so, keep polling
-                log.warning("poller: %s: %s", type(error).__name__, str(error).splitlines()[0])
-                self._stop.wait(0.5)
-            self._stop.wait(interval)
-        heartbeat.stop()
+        self.app = app
+        self.db = engine()
+        self.interval = embedded.default_poll_interval(self.db)
+        self.heartbeat = embedded.Heartbeat(self.db, "celery")
+        self.database = embedded.Outage("database")
+        self.broker = embedded.Outage("broker", max_delay=REDISPATCH * 2)
+        self.due: int | None = None  # the oldest due event, as last seen
+        self.due_since = 0.0  # when it became the oldest
+        self.sent = 0.0  # when a wake-up for it was last published
+        self.broker_retry_at = 0.0
+        self.stall_logged = -STALL_LOG_EVERY
+        self.processed = 0  # this process's tally of processed events, as last seen
+
+    def tick(self) -> float:
+        """Probe, wake, maybe drain; returns the seconds to wait before the next tick."""
+        from worker import tasks
+
+        processed = tasks.processed.value
+        try:
+            with wrap_errors(self.db):
+                self.heartbeat.processed = processed
+                self.heartbeat.beat()
+                due = embedded.first_due(self.db)
+        except Exception as error:  # the database is down (or has no schema): say so, retry
+            return self.database.failed(error)
+        self.database.ok()
+        now = time.monotonic()
+        # Progress, or new work: wake a consumer at once. Our own tasks' progress counts too,
+        # as the oldest id looks unchanged while a long batch holds it.
+        progressed, self.processed = processed != self.processed, processed
+        if due != self.due or progressed:
+            self.due, self.due_since, self.sent = due, now, 0.0
+        if due is None:
+            return self.interval
+        if now - self.sent >= REDISPATCH and now >= self.broker_retry_at:
+            self._wake(now)
+        if now - self.due_since >= STALL:
+            self._drain_here(now, tasks)
+        return self.interval
+
+    def _wake(self, now: float) -> None:
+        try:
+            self.app.send_task("humanglue.process_events", retry=False)
+        except Exception as error:  # the broker is down: the stall fallback covers for it
+            self.broker_retry_at = now + self.broker.failed(error)
+            return
+        self.broker.ok()
+        self.sent = now
+
+    def _drain_here(self, now: float, tasks: Any) -> None:
+        if now - self.stall_logged >= STALL_LOG_EVERY:
+            self.stall_logged = now
+            log.warning("event %s has waited %.1fs despite wake-ups (broker down or consumer "
+                        "stalled): processing the outbox in the poller", self.due,
+                        now - self.due_since)
+        self.due = None  # next tick: wake at once for what is left, then wait STALL again
+        try:
+            result = tasks.drain(DRAIN_BUDGET)
+        except Exception as error:
+            text = str(error).strip()
+            log.warning("poller could not process the outbox: %s",
+                        text.splitlines()[0] if text else type(error).__name__)
+            return
+        if result.claimed:
+            log.info("poller processed %d events, %d notifications, %d failed",
+                     result.processed, result.notified, result.failed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -12,11 +13,33 @@ from worker.engine import engine
 TIME_BUDGET = 2.0  # seconds a task drains before it leaves the rest to the next wake-up
 
 
-@app.task(name="humanglue.process_events", acks_late=True)
+class Tally:
+    """Events processed by this worker process (its `hg_workers` row shows it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.value += n
+
+
+processed = Tally()
+
+
+def drain(budget: float, batch_size: int = pipeline.BATCH_SIZE) -> pipeline.BatchResult:
+    """Process due events in batches for up to `budget` seconds (tasks and the poller)."""
+    deadline = time.monotonic() + budget
+    result = pipeline.drain(engine(), batch_size, should_stop=lambda: time.monotonic() > deadline)
+    processed.add(result.processed)
+    return result
+
+
+@app.task(name="humanglue.process_events")
 def process_events(batch_size: int = pipeline.BATCH_SIZE) -> dict[str, int]:
     """Drain due events from the outbox, in batches, for up to TIME_BUDGET seconds."""
-    deadline = time.monotonic() + TIME_BUDGET
-    result = pipeline.drain(engine(), batch_size, should_stop=lambda: time.monotonic() > deadline)
+    result = drain(TIME_BUDGET, batch_size)
     return {"processed": result.processed, "failed": result.failed}
 
 

@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
+import json
+from typing import Annotated
+
 import typer
 
-from humanglue_cli.commands.runtime import Group
+from humanglue_cli.commands.runtime import Group, runtime
 
 app = typer.Typer(cls=Group, no_args_is_help=True, help="Scheduled maintenance (cron runs it).")
+
+
+@app.command()
+def cleanup(
+    ctx: typer.Context,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="count what would be deleted, delete nothing")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="print JSON (CONTRACT §3)")] = False,
+) -> None:
+    """Delete notifications and presence rows past their retention.
+
+    Example: HUMANGLUE_NOTIFICATION_RETENTION=90d humanglue maintenance cleanup --dry-run
+    """
+    from humanglue_cli.commands import render
+    from humanglue_cli.core import maintenance
+    from humanglue_cli.core.settings import format_duration
+
+    rt = runtime(ctx)
+    settings = rt.settings
+    tz = render.zone(settings.tz)
+    result = maintenance.cleanup(rt.engine, dry_run, settings)
+    if json_out:
+        typer.echo(json.dumps(result))
+        return
+    render.cleanup_report(result, tz, retention={
+        "notifications": format_duration(settings.notification_retention),
+        "presence": format_duration(settings.presence_retention)})

@@ -1,18 +1,232 @@
-"""How results look to people (tables); JSON is printed by the commands themselves."""
+"""How results look to people; JSON is printed by the commands themselves.
+
+On a terminal: rich tables, colour by type, relative times. Into a pipe or with NO_COLOR set:
+plain, colourless text, one notification per line, columns split by spaces (no box-drawing),
+so that grep and awk work on it. rich is imported only when a terminal gets it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from humanglue_cli.core.inbox import Notification
+from humanglue_cli.commands.runtime import is_terminal
+
+if TYPE_CHECKING:
+    from rich.text import Text
+
+    from humanglue_cli.core.inbox import Notification
+
+TYPE_STYLES = {
+    "enrollment": "green", "workshop_registration": "cyan", "course_completion": "bold green",
+    "review": "yellow", "student_question": "magenta", "payment": "bold yellow",
+    "system_announcement": "bold red", "co_instructor_update": "blue",
+}
+PRIORITY_STYLES = {"urgent": "bold red", "high": "red"}
+_BLANKS = re.compile(r"\s+")
 
 
-def notification_table(items: Sequence[Notification], tz: str | None) -> None:
+def zone(name: str | None) -> tzinfo:
+    """The display time zone: a tz database name (--tz, HUMANGLUE_TZ), else the system's."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if not name:
+        try:
+            tz_env = os.environ.get("TZ", "").lstrip(":")
+            if tz_env:
+                return ZoneInfo(tz_env)
+            with open("/etc/localtime", "rb") as fh:
+                return ZoneInfo.from_file(fh, key="localtime")
+        except (OSError, ValueError, ZoneInfoNotFoundError):
+            return datetime.now().astimezone().tzinfo or UTC
+    try:
+        return ZoneInfo(name)
+    except (OSError, ValueError, ZoneInfoNotFoundError):
+        from humanglue_cli.core.errors import BadInput
+
+        raise BadInput(f"unknown time zone {name!r} (use e.g. UTC or Europe/Berlin)") from None
+
+
+def relative(when: datetime, now: datetime, tz: tzinfo) -> str:
+    """`just now`, `3 min ago`, `2 h ago`, `yesterday`, `4 days ago`, then the date."""
+    seconds = (now - when).total_seconds()
+    local, today = when.astimezone(tz), now.astimezone(tz).date()
+    if seconds < -60:  # a clock ahead of ours: say when, not "in the future"
+        return f"{local:%Y-%m-%d %H:%M}"
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    days = (today - local.date()).days
+    if days <= 1:
+        return "yesterday"
+    if days < 7:
+        return f"{days} days ago"
+    if local.year == today.year:
+        return f"{local:%b} {local.day}"
+    return f"{local:%Y-%m-%d}"
+
+
+def absolute(when: datetime, tz: tzinfo) -> str:
+    local = when.astimezone(tz)
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or local.strftime('%z')}"
+
+
+def one_line(text: str) -> str:
+    return _BLANKS.sub(" ", text).strip()
+
+
+def plain_line(n: Notification, tz: tzinfo) -> str:
+    """One notification on one line: id, state, time (ISO-8601), type, then title — message."""
+    state = "read" if n.read else "unread"
+    stamp = n.created_at.astimezone(tz).isoformat(timespec="seconds")
+    return (f"{n.id}  {state:<6}  {stamp}  {n.type:<21}  "
+            f"{one_line(n.title)} — {one_line(n.message)}")
+
+
+def _cut(text: str, style: str = "") -> Text:
+    from rich.text import Text
+
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False, soft_wrap=False)
+
+
+def notification_table(items: Sequence[Notification], tz: tzinfo) -> None:
     if not items:
         typer.echo("no notifications", err=True)
         return
-    for n in items:
-        mark = "●" if not n.read else " "
-        typer.echo(f"{mark} {n.id[:8]}  {n.created_at:%Y-%m-%d %H:%M}  {n.type:<22} {n.title}")
+    if not is_terminal():
+        for n in items:
+            typer.echo(plain_line(n, tz))
+        return
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    now = datetime.now(UTC)
+    whens = [relative(n.created_at, now, tz) for n in items]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
+                  padding=(0, 1), collapse_padding=True)
+    table.add_column("", width=1, no_wrap=True)
+    table.add_column("ID", width=8, style="dim", no_wrap=True)
+    table.add_column("WHEN", width=max(map(len, whens)), no_wrap=True, justify="right")
+    table.add_column("TYPE", width=max(len(n.type) for n in items), no_wrap=True)
+    # Only these two give way to a narrow terminal, cut with an ellipsis: one line per row.
+    table.add_column("TITLE", ratio=2, min_width=12)
+    table.add_column("MESSAGE", ratio=3, min_width=8, style="dim")
+    for n, when in zip(items, whens, strict=True):
+        table.add_row(
+            Text("●", style=PRIORITY_STYLES.get(n.priority, "bold cyan")) if not n.read else "",
+            n.id[:8], when, Text(n.type, style=TYPE_STYLES.get(n.type, "")),
+            _cut(one_line(n.title), "bold" if not n.read else ""), _cut(one_line(n.message)),
+        )
+    _console().print(table)
+
+
+def _emit(text: Text, console: Any = None) -> None:
+    if console is not None:
+        console.print(text)
+    else:
+        typer.echo(text.plain)
+
+
+def notification_detail(n: Notification, tz: tzinfo) -> None:
+    """Every field, the data as pretty JSON."""
+    from rich.text import Text
+
+    now = datetime.now(UTC)
+    fields = [
+        ("id", Text(n.id)), ("type", Text(n.type, style=TYPE_STYLES.get(n.type, ""))),
+        ("priority", Text(n.priority, style=PRIORITY_STYLES.get(n.priority, ""))),
+        ("created", Text(f"{absolute(n.created_at, tz)} ({relative(n.created_at, now, tz)})")),
+        ("read", Text(f"{absolute(n.read_at, tz)} ({relative(n.read_at, now, tz)})"
+                      if n.read_at else "no (unread)")),
+        ("title", Text(n.title, style="bold")), ("message", Text(n.message)),
+        ("link", Text(n.link or "-")), ("user", Text(n.user_id)),
+    ]
+    console = _console() if is_terminal() else None
+    for label, value in fields:
+        _emit(Text.assemble((f"{label + ':':<10}", "bold"), value), console)
+    data = json.dumps(n.data, indent=2, sort_keys=True, ensure_ascii=False)
+    _emit(Text.assemble(("data:", "bold"), "\n", Text(data, style="cyan")), console)
+
+
+def tail_printer(tz: tzinfo, as_json: bool = False) -> Callable[[Notification], None]:
+    """Prints one line per notification as it arrives (flushed, also into a pipe)."""
+    if as_json:
+        return lambda n: typer.echo(json.dumps(n.to_json()))  # echo flushes every line
+    if not is_terminal():
+        return lambda n: typer.echo(plain_line(n, tz))
+    from rich.text import Text
+
+    console = _console()
+
+    def line(n: Notification) -> None:
+        local = n.created_at.astimezone(tz)
+        today = local.date() == datetime.now(tz).date()
+        stamp = f"{local:%H:%M:%S}" if today else f"{local:%b %d %H:%M}"
+        console.print(Text.assemble(
+            (f"{stamp:>12} ", "dim"), ("● " if not n.read else "  ", "bold cyan"),
+            (n.id[:8] + " ", "dim"), (f"{n.type:<21} ", TYPE_STYLES.get(n.type, "")),
+            (one_line(n.title), "bold"), "  ", (one_line(n.message), "dim")),
+            no_wrap=True, overflow="ellipsis")
+
+    return line
+
+
+def stop_when_reader_leaves(stop: threading.Event) -> None:
+    """Set `stop` when the reader of our stdout pipe closes it: `tail | head -n 3` ends when head
+    does, not at the next write (as coreutils' tail does)."""
+    import select
+    import stat
+
+    try:
+        fd = sys.stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode) or not hasattr(select, "poll"):
+            return
+    except (OSError, ValueError):  # no real stdout (a test runner's buffer)
+        return
+    poller = select.poll()
+    poller.register(fd, 0)  # POLLERR / POLLHUP only: the write end's reader has closed
+
+    def watch() -> None:
+        while not stop.is_set():
+            if poller.poll(250):
+                stop.set()
+
+    threading.Thread(target=watch, name="pipe-reader", daemon=True).start()
+
+
+def unread_counts(by_type: Mapping[str, int]) -> None:
+    """The total, then one line per type (most first)."""
+    typer.echo(f"{sum(by_type.values())} unread")
+    for kind, count in sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0])):
+        typer.echo(f"  {kind:<21} {count}")
+
+
+def cleanup_report(result: Mapping[str, Any], tz: tzinfo, retention: Mapping[str, str]) -> None:
+    """The cut-offs used and what was (or, dry, would be) deleted."""
+    verb = "would delete" if result["dry_run"] else "deleted"
+    what = {"notifications": "created before", "presence": "offline since before"}
+    for key, cutoff in result["cutoffs"].items():
+        stamp = absolute(datetime.fromisoformat(cutoff), tz)
+        keep = f" (retention {retention[key]})" if key in retention else ""
+        typer.echo(f"{key}: {verb} {result['deleted'].get(key, 0)} "
+                   f"{what.get(key, 'older than')} {stamp}{keep}")
+    if result["dry_run"]:
+        typer.echo("dry run: nothing was deleted", err=True)

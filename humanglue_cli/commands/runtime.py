@@ -102,4 +102,4 @@ def runtime(ctx: typer.Context) -> Runtime:
 
 
 def is_terminal() -> bool:
-    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")

@@ -7,12 +7,15 @@ import os
 import signal
 import sys
 import threading
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from humanglue_cli.commands.runtime import runtime
 from humanglue_cli.core.errors import SomeEventsFailed
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 
 def worker(
@@ -22,7 +25,8 @@ def worker(
     concurrency: Annotated[int, typer.Option(
         "--concurrency", "-c", min=1, max=64, help="Celery worker threads")] = 2,
     batch_size: Annotated[int, typer.Option(
-        "--batch-size", min=1, max=5000, help="events claimed per transaction")] = 200,
+        "--batch-size", min=1, max=5000,
+        help="events claimed per transaction (embedded worker and --burst)")] = 200,
     json_out: Annotated[bool, typer.Option("--json", help="print the --burst result as JSON")]
     = False,
 ) -> None:
@@ -40,12 +44,15 @@ def worker(
         _embedded(rt.engine, batch_size)
 
 
-def _burst(engine: object, batch_size: int, json_out: bool) -> None:
+def _burst(engine: sa.Engine, batch_size: int, json_out: bool) -> None:
+    import logging
+
     from humanglue_cli.core import pipeline
     from humanglue_cli.core.db import wrap_errors
 
-    with wrap_errors(engine):  # type: ignore[arg-type]
-        result = pipeline.drain(engine, batch_size)  # type: ignore[arg-type]
+    logging.basicConfig(format="humanglue: %(message)s", level=logging.WARNING)  # failed events
+    with wrap_errors(engine):
+        result = pipeline.drain(engine, batch_size)
     if json_out:
         typer.echo(json.dumps({"processed": result.processed, "failed": result.failed}))
     else:
@@ -59,34 +66,33 @@ def _burst(engine: object, batch_size: int, json_out: bool) -> None:
 
 def _exec_celery(database_url: str, broker_url: str, concurrency: int) -> None:
     """Become a Celery worker (the CLI never imports the `worker` package itself)."""
+    from humanglue_cli.core.db import describe
+
     env = dict(os.environ, HUMANGLUE_DATABASE_URL=database_url, HUMANGLUE_BROKER_URL=broker_url)
+    # A node name per process: several workers on one host must not share one (pidbox).
     argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--pool", "threads",
             "--concurrency", str(concurrency), "--loglevel", "INFO", "-Q", "humanglue",
-            "--without-gossip", "--without-mingle"]
-    typer.echo(f"humanglue: starting a Celery worker on {_safe(broker_url)}", err=True)
+            "--hostname", f"humanglue-{os.getpid()}@%h", "--without-gossip", "--without-mingle"]
+    typer.echo(f"humanglue: starting a Celery worker on {describe(broker_url)}", err=True)
     sys.stdout.flush()
+    # A worker prints no results: its banner and logs belong on stderr (CONTRACT §3).
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     os.execvpe(sys.executable, argv, env)
 
 
-def _safe(url: str) -> str:
-    from humanglue_cli.core.db import describe
-
-    return describe(url)
-
-
-def _embedded(engine: object, batch_size: int) -> None:
+def _embedded(engine: sa.Engine, batch_size: int) -> None:
     import logging
 
     from humanglue_cli.core import embedded
     from humanglue_cli.core.db import describe
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.INFO)
+    log = logging.getLogger("humanglue.worker")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    typer.echo(f"humanglue: embedded worker on {describe(engine.url)} "  # type: ignore[attr-defined]
+    typer.echo(f"humanglue: embedded worker on {describe(engine.url)} "
                "(no broker configured); Ctrl-C stops it", err=True)
-    embedded.run(engine, stop, batch_size=batch_size,  # type: ignore[arg-type]
-                 on_batch=lambda r: logging.getLogger("humanglue.worker").info(
-                     "processed %d events, %d notifications, %d failed",
-                     r.processed, r.notified, r.failed))
+    embedded.run(engine, stop, batch_size=batch_size, on_batch=lambda r: log.info(
+        "processed %d events, %d notifications, %d failed", r.processed, r.notified, r.failed))
+    typer.echo("humanglue: worker stopped", err=True)

@@ -58,10 +58,10 @@ def get_engine(url: str) -> sa.Engine:
     return engine
 
 
-def dispose_engines() -> None:
-    """Forget every pooled connection (after a fork, or at shutdown)."""
+def dispose_engines(close: bool = True) -> None:
+    """Drop every engine; after a fork pass close=False (the parent still owns the sockets)."""
     for engine in _ENGINES.values():
-        engine.dispose(close=False)
+        engine.dispose(close=close)
     _ENGINES.clear()
 
 

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,9 +19,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from humanglue_cli.core.errors import BadInput, NotFound
-from humanglue_cli.core.models import NOTIFICATION_TYPES, notifications, student_presence
+from humanglue_cli.core.models import (
+    NOTIFICATION_TYPES,
+    UTCDateTime,
+    notifications,
+    student_presence,
+)
 
 MIN_PREFIX = 8
+_HEX = frozenset("0123456789abcdef-")
 N = notifications.c
 
 
@@ -154,12 +161,61 @@ def latest(conn: sa.Connection, user_id: str, filters: Filters, count: int) -> l
 
 def created_since(conn: sa.Connection, user_id: str, filters: Filters,
                   since: datetime) -> list[Notification]:
-    """Everything from `since` on, oldest first (a tail's look back for late commits)."""
+    """Everything from `since` on, oldest first."""
     rows = conn.execute(
         sa.select(notifications).where(*filters.where(user_id), N.created_at >= since)
         .order_by(N.created_at, N.id)
     ).all()
     return [_row(r) for r in rows]
+
+
+def keys_since(conn: sa.Connection, user_id: str, filters: Filters,
+               since: datetime) -> list[tuple[str, datetime]]:
+    """(id, created_at) of everything from `since` on: a tail's cheap probe of its look-back."""
+    rows = conn.execute(
+        sa.select(N.id, N.created_at).where(*filters.where(user_id), N.created_at >= since)
+    ).all()
+    return [(str(r.id), r.created_at) for r in rows]
+
+
+def get_many(conn: sa.Connection, user_id: str, ids: Sequence[str]) -> list[Notification]:
+    """The user's notifications with these full ids, oldest first (unknown ids are skipped)."""
+    found: list[Notification] = []
+    for start in range(0, len(ids), 500):
+        rows = conn.execute(sa.select(notifications).where(
+            N.user_id == user_id, N.id.in_(list(ids[start:start + 500])))).all()
+        found.extend(_row(r) for r in rows)
+    return sorted(found, key=lambda n: (n.created_at, n.id))
+
+
+def database_now(conn: sa.Connection) -> datetime:
+    """The database's clock (what `created_at` defaults to), as an aware UTC datetime."""
+    now: datetime = conn.execute(
+        sa.select(sa.func.current_timestamp(type_=UTCDateTime()))).scalar_one()
+    return now
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def check_refs(refs: Sequence[str]) -> list[str]:
+    """Normalized id references; BadInput for one that is no id or prefix of one (before any
+    database is touched)."""
+    checked = []
+    for ref in refs:
+        ref = ref.strip().lower()
+        if (not MIN_PREFIX <= len(ref) <= 36 or any(c not in _HEX for c in ref)
+                or (len(ref) == 36 and not _is_uuid(ref))):
+            raise BadInput(f"not a notification id: {ref!r} (give the id or at least its first "
+                           f"{MIN_PREFIX} characters)")
+        checked.append(ref)
+    if not checked:
+        raise BadInput("give at least one notification id")
+    return checked
 
 
 def resolve_ids(conn: sa.Connection, user_id: str, refs: Sequence[str]) -> list[str]:
@@ -169,11 +225,7 @@ def resolve_ids(conn: sa.Connection, user_id: str, refs: Sequence[str]) -> list[
     for one that is unknown or someone else's — the two are indistinguishable.
     """
     resolved: list[str] = []
-    for ref in refs:
-        ref = ref.strip().lower()
-        if len(ref) < MIN_PREFIX or any(c not in "0123456789abcdef-" for c in ref):
-            raise BadInput(f"not a notification id: {ref!r} (give at least {MIN_PREFIX} "
-                           "hex characters)")
+    for ref in check_refs(refs):
         whole = len(ref) == 36
         cond = N.id == ref if whole else sa.cast(N.id, sa.String).like(ref + "%")
         found = conn.execute(
@@ -182,7 +234,7 @@ def resolve_ids(conn: sa.Connection, user_id: str, refs: Sequence[str]) -> list[
         if not found:
             raise NotFound(f"no notification {ref}")
         if len(found) > 1:
-            shown = ", ".join(str(f)[:13] for f in found[:5])
+            shown = ", ".join(str(f) for f in found[:5])
             raise BadInput(f"id prefix {ref} is ambiguous: {shown}{' …' if len(found) > 5 else ''}")
         resolved.append(str(found[0]))
     return list(dict.fromkeys(resolved))

@@ -34,6 +34,7 @@ def head_revision() -> str:
 def current_revision(engine: sa.Engine) -> str | None:
     """The schema revision the database is at, or None if it has none."""
     with wrap_errors(engine), engine.connect() as conn:
+        conn = conn.execution_options(readonly=True)  # never blocks the platform's writers
         if not sa.inspect(conn).has_table(VERSION_TABLE):
             return None
         return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()

@@ -244,6 +244,8 @@ events = sa.Table(
     _ts("available_at", nullable=False, default=True),
     _ts("failed_at"),
     sa.Index("ix_hg_events_due", "status", "available_at", "id"),
+    # Never reuse the id of a processed (deleted) event: some ledger keys name it.
+    sqlite_autoincrement=True,
 )
 
 # "Once per entity": one row per (rule, entity) that has notified, kept after the notifications
@@ -277,6 +279,7 @@ maintenance_runs = sa.Table(
     sa.Column("task", sa.Text, nullable=False),
     _ts("ran_at", nullable=False, default=True),
     sa.Column("result", JSON, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 OWN_TABLES = (events, ledger, workers, maintenance_runs)

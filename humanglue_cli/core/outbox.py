@@ -14,8 +14,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from humanglue_cli.core.errors import NotFound
 from humanglue_cli.core.models import (
-    UTCDateTime, events, ledger, maintenance_runs, utcnow, workers,
+    UTCDateTime,
+    events,
+    ledger,
+    maintenance_runs,
+    utcnow,
+    workers,
 )
 from humanglue_cli.core.rules import Event
 
@@ -203,3 +209,27 @@ def last_maintenance(conn: sa.Connection, task: str) -> sa.Row[Any] | None:
         sa.select(maintenance_runs).where(maintenance_runs.c.task == task)
         .order_by(maintenance_runs.c.id.desc()).limit(1)
     ).first()
+
+
+def longest_due_wait_since(conn: sa.Connection) -> datetime | None:
+    """Since when the longest-waiting due event has been ready for a worker (`status`).
+
+    That is its `available_at` — its creation, or the end of its last back-off — so an event
+    just back from a retry does not look stuck; None when nothing is due.
+    """
+    return conn.execute(
+        sa.select(sa.func.min(events.c.available_at)).where(_due(utcnow()))
+    ).scalar()
+
+
+def retry_failed(conn: sa.Connection, event_ids: Sequence[int] | None) -> int:
+    """`events retry`: all or nothing — NotFound, and nothing changed, if any id is not failed.
+
+    None means every failed event. Returns how many were put back in the queue.
+    """
+    if event_ids is not None:
+        unknown = unknown_failed_ids(conn, event_ids)
+        if unknown:
+            raise NotFound(f"no failed event {unknown[0]}"
+                           + (f" (nor {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+    return retry(conn, event_ids)

@@ -172,6 +172,8 @@ def upgrade() -> None:
         _ts("created_at", nullable=False, default=True),
         _ts("available_at", nullable=False, default=True),
         _ts("failed_at"),
+        # Never reuse the id of a processed (deleted) event: some ledger keys name it.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_hg_events_due", "hg_events", ["status", "available_at", "id"])
     op.create_table(
@@ -198,6 +200,7 @@ def upgrade() -> None:
         sa.Column("task", sa.Text, nullable=False),
         _ts("ran_at", nullable=False, default=True),
         sa.Column("result", _json(), nullable=False),
+        sqlite_autoincrement=True,
     )
 
 

@@ -1,0 +1,270 @@
+"""`humanglue notifications tail` as a real process: backlog, live, late commits, signals,
+outages (through a TCP proxy the test controls, never by stopping the shared server)."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from humanglue_cli.core import pipeline
+from tests.helpers import CLI, Site, email, new_id, wait_until
+
+
+class Tail:
+    """A running `humanglue notifications tail --json …`; its lines arrive in a queue."""
+
+    def __init__(self, site: Site, running: list[Tail], *args: str, **env: str) -> None:
+        self.proc = subprocess.Popen(
+            [CLI, "notifications", "tail", "--json", *args], env=site.env(email("ada"), **env),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.errors: list[str] = []
+        self.pumps = [threading.Thread(target=self._pump, args=args, daemon=True) for args in
+                      ((self.proc.stdout, self.lines.put), (self.proc.stderr, self.errors.append))]
+        for pump in self.pumps:
+            pump.start()
+        running.append(self)  # killed after the test whatever happens
+
+    def ready(self) -> Tail:
+        """Wait until it has read its start: from then on every arrival is delivered."""
+        wait_until(lambda: self.said("following"), timeout=20)
+        return self
+
+    @staticmethod
+    def _pump(stream: Any, put: Any) -> None:
+        for line in stream:
+            put(line)
+
+    def next(self, timeout: float = 20) -> dict[str, Any]:
+        try:
+            return json.loads(self.lines.get(timeout=timeout))
+        except queue.Empty:
+            raise AssertionError(f"no line within {timeout}s; stderr: {self.errors}") from None
+
+    def nothing_more(self, within: float) -> None:
+        with pytest.raises(queue.Empty):
+            extra = self.lines.get(timeout=within)
+            raise AssertionError(f"unexpected line: {extra}")
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.errors)
+
+    def stop(self, sig: int = signal.SIGINT) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise AssertionError(f"tail did not stop on signal {sig}") from None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pump in self.pumps:
+            pump.join(timeout=5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def tails() -> Iterator[list[Tail]]:
+    started: list[Tail] = []
+    yield started
+    for t in started:
+        t.close()
+
+
+def notify_ada(site: Site, count: int = 1) -> None:
+    for _ in range(count):
+        site.enroll()
+    pipeline.drain(site.engine)
+
+
+def ada_ids(site: Site) -> list[str]:
+    """Ada's notification ids, oldest first."""
+    rows = site.sql("SELECT id FROM notifications WHERE user_id = :u ORDER BY created_at, id",
+                    u=site.people["ada"])
+    return [str(r.id) for r in rows]
+
+
+def insert_late(site: Site, seconds: int) -> str:
+    """A row written with a created_at in the past, as a transaction committing late leaves."""
+    ident = new_id()
+    stamp = (f"now() - interval '{seconds} seconds'" if site.backend == "postgres"
+             else f"datetime('now', '-{seconds} seconds')")
+    site.sql("INSERT INTO notifications (id, user_id, type, title, message, created_at) "
+             f"VALUES (:i, :u, 'review', 'late', 'm', {stamp})", i=ident, u=site.people["ada"])
+    return ident
+
+
+def test_backlog_oldest_first_then_live(site: Site, tails: list[Tail]) -> None:
+    notify_ada(site, 5)
+    tail = Tail(site, tails, "-n", "3")
+    backlog = [tail.next()["id"] for _ in range(3)]
+    assert backlog == ada_ids(site)[-3:]  # the newest three, oldest first; the rest are not
+    notify_ada(site)  # arrives while it runs
+    live = tail.next()
+    assert live["id"] == ada_ids(site)[-1] and live["type"] == "enrollment"
+    assert set(live) >= {"id", "user_id", "type", "title", "message", "data", "read"}
+    tail.nothing_more(within=0.6)
+    assert tail.stop() == 0
+    assert tail.said("Ctrl-C") and not tail.said("Traceback")
+
+
+def test_a_late_committed_row_is_delivered_exactly_once(site: Site, tails: list[Tail]) -> None:
+    tail = Tail(site, tails, "-n", "0").ready()
+    notify_ada(site)
+    first = tail.next()  # it is polling now
+    late = insert_late(site, 5)  # older than what it has already delivered
+    assert tail.next()["id"] == late
+    notify_ada(site)
+    assert tail.next()["id"] == ada_ids(site)[-1]
+    tail.nothing_more(within=1.0)  # several polls, each re-reading the look-back window
+    assert tail.stop(signal.SIGTERM) == 0
+    assert first["id"] != late
+
+
+def test_a_transaction_that_commits_late_is_not_skipped(pg_site: Site,
+                                                       tails: list[Tail]) -> None:
+    """PostgreSQL's created_at is its transaction's start: commit order is not created_at order."""
+    site = pg_site
+    tail = Tail(site, tails, "-n", "0").ready()
+    notify_ada(site)
+    tail.next()
+    slow_id = new_id()
+    with site.engine.connect() as slow:
+        with slow.begin():
+            slow.execute(sa.text(
+                "INSERT INTO notifications (id, user_id, type, title, message) "
+                "VALUES (:i, :u, 'review', 'slow', 'm')"), {"i": slow_id, "u": site.people["ada"]})
+            time.sleep(0.3)
+            notify_ada(site)  # commits first, with a later created_at
+            quick = tail.next()
+        assert tail.next()["id"] == slow_id
+    assert quick["id"] != slow_id
+    tail.nothing_more(within=0.8)
+    assert tail.stop() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signals_end_it_with_exit_0(site: Site, tails: list[Tail], sig: int) -> None:
+    notify_ada(site, 2)
+    tail = Tail(site, tails)
+    tail.next()
+    tail.next()
+    assert tail.stop(sig) == 0
+
+
+def test_no_follow_exits_after_the_backlog(site: Site) -> None:
+    notify_ada(site, 3)
+    proc = site.hg("notifications", "tail", "-n", "2", "--no-follow", "--json",
+                   user=email("ada"))
+    ids = [json.loads(line)["id"] for line in proc.stdout.splitlines()]
+    assert ids == ada_ids(site)[-2:]
+    plain = site.hg("notifications", "tail", "--no-follow", "--type", "review",
+                    user=email("ada"))
+    assert plain.stdout == "" and plain.returncode == 0
+
+
+def test_plain_lines_into_a_pipe(site: Site) -> None:
+    notify_ada(site, 2)
+    proc = site.hg("notifications", "tail", "--no-follow", user=email("ada"))
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ada_ids(site)
+    assert "\x1b" not in proc.stdout and "following" not in proc.stdout
+
+
+class Proxy:
+    """A TCP proxy to the local PostgreSQL that the test can cut and restore."""
+
+    def __init__(self, port: int = 5432) -> None:
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = True
+        self.open: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                s.close()
+
+    def cut(self) -> None:
+        self.up = False
+        for s in self.open:
+            s.close()
+        self.open.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+def test_outage_is_waited_out_and_caught_up(pg_site: Site, tails: list[Tail]) -> None:
+    site = pg_site
+    proxy = Proxy(sa.make_url(site.url).port or 5432)
+    try:
+        url = sa.make_url(site.url).set(host="127.0.0.1", port=proxy.port)
+        tail = Tail(site, tails, "-n", "0",
+                    HUMANGLUE_DATABASE_URL=url.render_as_string(False)).ready()
+        notify_ada(site)
+        tail.next()
+        proxy.cut()
+        wait_until(lambda: tail.said("database unavailable"), timeout=20)
+        notify_ada(site, 2)  # while it cannot read
+        assert tail.proc.poll() is None, "it retries rather than exiting"
+        proxy.up = True
+        caught_up = [tail.next(timeout=30)["id"] for _ in range(2)]
+        assert caught_up == ada_ids(site)[-2:]
+        tail.nothing_more(within=0.6)
+        assert tail.said("reachable again")
+        assert tail.stop() == 0
+    finally:
+        proxy.close()
+
+
+def test_unreachable_at_start_is_retried_but_no_follow_is_exit_5(pg_site: Site,
+                                                                 tails: list[Tail]) -> None:
+    nowhere = "postgresql://postgres@127.0.0.1:1/none"
+    tail = Tail(pg_site, tails, HUMANGLUE_DATABASE_URL=nowhere)
+    wait_until(lambda: tail.said("database unavailable") and tail.said("retrying in"),
+               timeout=20)
+    assert tail.proc.poll() is None
+    assert tail.stop() == 0
+    once = pg_site.hg("notifications", "tail", "--no-follow", user=email("ada"), check=False,
+                      HUMANGLUE_DATABASE_URL=nowhere)
+    assert once.returncode == 5 and "Traceback" not in once.stderr

@@ -1,0 +1,148 @@
+"""`humanglue worker` on a Redis broker: real Celery worker processes on PostgreSQL (issue 2).
+
+The broker only carries wake-ups; the outbox is the truth. So a killed worker, lost messages
+and a Redis restart cost latency, never a notification, and never a duplicate. Tests that
+restart Redis use a private redis-server; the others keep to a logical database of their
+own on the machine's Redis or on a private one, so that no stray wake-up of another test
+run is consumed here (it would be harmless, but cost up to a second).
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import PrivateRedis
+from tests.helpers import Site, wait_until
+from tests.test_worker_embedded import (
+    RECOVERY,
+    Worker,
+    all_notified,
+    assert_exactly_once,
+    cleaned_up,
+    latencies,
+    stream,
+)
+
+pytestmark = pytest.mark.celery
+workers = pytest.fixture(cleaned_up, name="workers")
+
+
+def celery_worker(site: Site, broker: str, *args: str) -> Worker:
+    """`humanglue worker` with a broker configured: it becomes a Celery worker (exec)."""
+    return Worker(site, *args, HUMANGLUE_BROKER_URL=broker).ready(says=" ready.").ready()
+
+
+@pytest.fixture
+def shared_broker(redis_url: str) -> str:
+    """The machine's Redis, on a logical database picked at random (1–15) for this test."""
+    return f"{redis_url.rsplit('/', 1)[0]}/{random.randint(1, 15)}"
+
+
+def test_plain_sql_enrollment_reaches_both_instructors_within_a_second(
+        site: Site, shared_broker: str, workers: list[Worker]) -> None:
+    worker = celery_worker(site, shared_broker)
+    workers.append(worker)
+    found = latencies(site)
+    print(f"\n{site.backend} celery: commit -> notification p50 "
+          f"{statistics.median(found) * 1000:.0f} ms, max {max(found) * 1000:.0f} ms")
+    assert max(found) < 1.0, found
+    assert_exactly_once(site, len(found))
+    assert worker.stop() == 0, worker.log[-3000:]  # a warm shutdown
+    assert site.sql("SELECT count(*) FROM hg_workers")[0][0] == 0
+
+
+def test_two_workers_process_300_events_exactly_once(
+        pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]) -> None:
+    workers += [celery_worker(pg_site, private_redis.url) for _ in range(2)]
+    stream(pg_site, 300)
+    wait_until(lambda: all_notified(pg_site, 300), timeout=RECOVERY)
+    assert_exactly_once(pg_site, 300)
+
+
+def test_sigkill_mid_stream_loses_and_doubles_nothing(
+        pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]) -> None:
+    first = celery_worker(pg_site, private_redis.url)
+    workers.append(first)
+    writer = threading.Thread(target=stream, args=(pg_site, 300), kwargs={"per_commit": 5})
+    writer.start()
+    wait_until(lambda: pg_site.count() >= 40, timeout=RECOVERY, every=0.005)
+    first.kill()  # the whole process group, mid-stream; its unacked message stays in Redis
+    writer.join()
+    assert pg_site.pending() > 0
+    restarted = time.monotonic()
+    workers.append(Worker(pg_site, HUMANGLUE_BROKER_URL=private_redis.url))
+    wait_until(lambda: all_notified(pg_site, 300), timeout=RECOVERY)
+    print(f"\ncelery: caught up {time.monotonic() - restarted:.2f}s after restart")
+    assert_exactly_once(pg_site, 300)
+
+
+def test_redis_restart_mid_stream_loses_and_doubles_nothing(
+        pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]) -> None:
+    worker = celery_worker(pg_site, private_redis.url)
+    workers.append(worker)
+    stream(pg_site, 100)
+    with pg_site.engine.begin() as lock:
+        # Hold tasks mid-flight: both threads wait on the ledger, wake-ups pile up unacked.
+        lock.execute(sa.text("LOCK TABLE hg_ledger IN EXCLUSIVE MODE"))
+        stream(pg_site, 50)
+        wait_until(lambda: waiting_on_locks(pg_site) >= 2, timeout=RECOVERY)
+        time.sleep(1.2)  # the poller re-sends its wake-up each second
+        private_redis.stop()  # every queued message is gone; the worker keeps running
+    stream(pg_site, 50)
+    time.sleep(1.0)  # shorter than the poller's stall fallback: recovery is Celery's own
+    offset = len(worker.log)
+    private_redis.start()
+    back = time.monotonic()
+    stream(pg_site, 50)
+    wait_until(lambda: all_notified(pg_site, 250), timeout=RECOVERY)
+    print(f"\ncelery: caught up {time.monotonic() - back:.2f}s after Redis was back")
+    assert worker.proc.poll() is None, worker.log[-3000:]
+    assert_exactly_once(pg_site, 250)
+    # The consumer itself is back (not only the poller's fallback): wake-ups are consumed.
+    assert max(latencies(pg_site, samples=2)) < 1.0
+    assert "Connected to redis" in worker.log[offset:]
+    assert "humanglue.process_events" in worker.log[offset:]
+    assert "Unrecoverable" not in worker.log
+
+
+def waiting_on_locks(site: Site) -> int:
+    return int(site.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND wait_event_type = 'Lock'")[0][0])
+
+
+def test_broker_down_the_poller_processes_the_outbox(
+        pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]) -> None:
+    worker = celery_worker(pg_site, private_redis.url)
+    workers.append(worker)
+    private_redis.stop()
+    stream(pg_site, 50)
+    wait_until(lambda: all_notified(pg_site, 50), timeout=RECOVERY)  # STALL (3 s) and a bit
+    assert "processing the outbox in the poller" in worker.log
+    private_redis.start()
+    offset = len(worker.log)
+    wait_until(lambda: "Connected to redis" in worker.log[offset:], timeout=RECOVERY)
+    assert max(latencies(pg_site, samples=2)) < 1.0
+    assert_exactly_once(pg_site, 52)
+
+
+def test_celery_entry_points_start(pg_site: Site, private_redis: PrivateRedis,
+                                   workers: list[Worker]) -> None:
+    """CONTRACT §1: `celery -A worker worker` and `celery -A worker beat` work."""
+    celery = [sys.executable, "-m", "celery", "-A", "worker"]
+    env = {"HUMANGLUE_BROKER_URL": private_redis.url}
+    plain = Worker(pg_site, program=[*celery, "worker", "--concurrency", "1",
+                                     "--loglevel", "INFO"], **env)
+    beat = Worker(pg_site, program=[*celery, "beat", "--loglevel", "INFO", "--schedule",
+                                    str(pg_site.home / "beat-schedule")], **env)
+    workers += [plain, beat]
+    plain.ready(says=" ready.").ready()
+    beat.ready(says="beat: Starting")
+    assert max(latencies(pg_site, samples=2)) < 1.0
+    assert plain.stop() == 0 and beat.stop() == 0, plain.log[-2000:] + beat.log[-2000:]

@@ -1,0 +1,311 @@
+"""`humanglue worker` without a broker, as real processes: latency, concurrency, kill -9,
+signals, --burst, and a database outage (CONTRACT §6–§7, issue 2).
+
+The helpers at the top (`Worker`, `workers`, `stream`, `assert_exactly_once`) are shared with
+tests/test_worker_celery.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from humanglue_cli.core import outbox
+from tests.helpers import CLI, Site, new_id, wait_until
+
+RECOVERY = 10.0  # seconds within which a restarted worker or broker must have caught up
+
+
+class Worker:
+    """A `humanglue worker ARGS` process (or `program`), in a session of its own so that it is
+    killed with its whole process group; its stdout and stderr go to `log_path`."""
+
+    def __init__(self, site: Site, *args: str, program: list[str] | None = None,
+                 **env: str) -> None:
+        # Site.spawn's way, but closing our copy of the log file (it leaks a ResourceWarning).
+        self.site = site
+        self.log_path = site.home / f"worker-{uuid.uuid4().hex[:6]}.log"
+        with self.log_path.open("w") as log:
+            self.proc = subprocess.Popen(
+                program or [CLI, "worker", *args], env=site.env(**env), text=True, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                cwd=site.home)
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def ready(self, timeout: float = 20.0, says: str | None = None) -> Worker:
+        """Wait until the worker's heartbeat row is in `hg_workers` (it polls from then on),
+        or until its log `says` something."""
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log[-3000:]}")
+            if says is not None:
+                return says in self.log
+            return bool(self.site.sql("SELECT 1 FROM hg_workers WHERE pid = :p", p=self.proc.pid))
+
+        wait_until(up, timeout, every=0.05)
+        return self
+
+    def send(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        self.send(sig)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL to the whole process group (a Celery worker and anything it started)."""
+        self.send(signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def cleaned_up() -> Iterator[list[Worker]]:
+    """A list for every Worker a test starts; whatever still runs is killed afterwards."""
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        if w.proc.poll() is None:
+            w.kill()
+
+
+workers = pytest.fixture(cleaned_up, name="workers")
+
+
+def stream(site: Site, total: int, per_commit: int = 10, pause: float = 0.005) -> list[str]:
+    """The platform enrolling students with plain SQL, a few per transaction."""
+    ids: list[str] = []
+    while len(ids) < total:
+        ids += site.enroll_many(min(per_commit, total - len(ids)))
+        time.sleep(pause)
+    return ids
+
+
+def assert_exactly_once(site: Site, enrollments: int) -> None:
+    """Every enrollment reached ada and bob once: no loss, no duplicate, nothing left."""
+    dupes = site.sql(
+        "SELECT user_id, data ->> 'enrollment_id' AS e, count(*) FROM notifications "
+        "WHERE type = 'enrollment' GROUP BY 1, 2 HAVING count(*) > 1"
+        if site.backend == "postgres" else
+        "SELECT user_id, json_extract(data, '$.enrollment_id') AS e, count(*) FROM notifications "
+        "WHERE type = 'enrollment' GROUP BY 1, 2 HAVING count(*) > 1"
+    )
+    assert dupes == []
+    assert site.count("type = 'enrollment'") == 2 * enrollments
+    recipients = {str(r[0]) for r in site.sql("SELECT DISTINCT user_id FROM notifications")}
+    assert recipients == {site.people["ada"], site.people["bob"]}
+    assert site.sql("SELECT count(*) FROM hg_events")[0][0] == 0
+
+
+def all_notified(site: Site, enrollments: int) -> bool:
+    return site.count("type = 'enrollment'") >= 2 * enrollments and site.pending() == 0
+
+
+def latencies(site: Site, samples: int = 5) -> list[float]:
+    """Seconds from an enrollment's commit until both its notifications are visible."""
+    found: list[float] = []
+    for _ in range(samples):
+        before = site.count()
+        site.enroll()  # returns once committed
+        start = time.monotonic()
+        wait_until(lambda before=before: site.count() >= before + 2, timeout=5, every=0.002)
+        found.append(time.monotonic() - start)
+        time.sleep(0.05)
+    return found
+
+
+# --- the tests ----------------------------------------------------------------------------
+
+
+def test_plain_sql_enrollment_reaches_both_instructors_within_a_second(
+        site: Site, workers: list[Worker]) -> None:
+    workers.append(Worker(site).ready())
+    found = latencies(site)
+    print(f"\n{site.backend} embedded: commit -> notification p50 "
+          f"{statistics.median(found) * 1000:.0f} ms, max {max(found) * 1000:.0f} ms")
+    assert max(found) < 1.0, found
+    assert_exactly_once(site, len(found))
+
+
+def test_two_workers_process_300_events_exactly_once(site: Site, workers: list[Worker]) -> None:
+    workers += [Worker(site, "--batch-size", "7").ready() for _ in range(2)]
+    stream(site, 300)
+    wait_until(lambda: all_notified(site, 300), timeout=RECOVERY)
+    assert_exactly_once(site, 300)
+    assert all("processed" in w.log for w in workers)  # both took part
+
+
+def test_sigkill_mid_stream_loses_and_doubles_nothing(site: Site, workers: list[Worker]) -> None:
+    first = Worker(site, "--batch-size", "3")
+    workers.append(first.ready())
+    writer = threading.Thread(target=stream, args=(site, 200), kwargs={"per_commit": 5})
+    writer.start()
+    wait_until(lambda: site.count() >= 40, timeout=RECOVERY, every=0.005)
+    first.kill()  # mid-stream: most likely inside a batch's transaction
+    writer.join()
+    assert site.pending() > 0
+    restarted = time.monotonic()
+    workers.append(Worker(site, "--batch-size", "3"))
+    wait_until(lambda: all_notified(site, 200), timeout=RECOVERY)
+    print(f"\n{site.backend} embedded: caught up {time.monotonic() - restarted:.2f}s after restart")
+    assert_exactly_once(site, 200)
+
+
+def test_completed_reopened_completed_notifies_once(site: Site, workers: list[Worker]) -> None:
+    workers.append(Worker(site).ready())
+    enrollment = site.enroll()
+    for status in ("completed", "active", "completed"):
+        site.sql("UPDATE enrollments SET status = :s WHERE id = :i", s=status, i=enrollment)
+        wait_until(lambda: site.pending() == 0, timeout=5)
+    assert site.count("type = 'course_completion'") == 2  # ada and bob, once each
+
+
+def test_each_course_edit_notifies_through_a_running_worker(
+        site: Site, workers: list[Worker]) -> None:
+    # Each edit is its own event: ledger keys name the event id, which is never reused
+    # (SQLite: AUTOINCREMENT on hg_events, or a processed row's id would come back).
+    workers.append(Worker(site).ready())
+    for title in ("Deep Listening II", "Deep Listening III"):
+        site.sql("UPDATE courses SET title = :t, updated_by = :u WHERE id = :c",
+                 t=title, u=site.people["bob"], c=site.people["course"])
+        wait_until(lambda: site.pending() == 0, timeout=5)
+    assert site.count("type = 'co_instructor_update'") == 2  # to ada, once per edit
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_the_worker_cleanly(site: Site, workers: list[Worker], sig: int) -> None:
+    worker = Worker(site)
+    workers.append(worker.ready())
+    assert worker.stop(sig) == 0, worker.log
+    assert site.sql("SELECT count(*) FROM hg_workers")[0][0] == 0
+    assert "Traceback" not in worker.log
+
+
+def test_burst_reports_processed_and_failed(site: Site) -> None:
+    site.enroll_many(3)
+    done = site.hg("worker", "--burst", "--json")
+    assert json.loads(done.stdout) == {"processed": 3, "failed": 0}
+    with site.engine.begin() as conn:
+        outbox.enqueue(conn, "no.such.kind", new_id(), {})
+    site.enroll()
+    failed = site.hg("worker", "--burst", "--json", check=False)
+    assert failed.returncode == 1, failed.stderr
+    assert json.loads(failed.stdout) == {"processed": 1, "failed": 1}
+    assert "unknown event kind" in failed.stderr and "Traceback" not in failed.stderr
+    assert site.count("type = 'enrollment'") == 8
+
+
+def test_no_schema_is_exit_1_with_a_hint(tmp_path: Path) -> None:
+    proc = humanglue("worker", database_url=f"sqlite:///{tmp_path / 'empty.db'}")
+    assert proc.returncode == 1 and "humanglue db upgrade" in proc.stderr, proc.stderr
+
+
+def test_burst_on_an_unreachable_database_is_exit_5() -> None:
+    proc = humanglue("worker", "--burst", database_url=f"postgresql://127.0.0.1:{free_port()}/x")
+    assert proc.returncode == 5, proc.stderr
+
+
+def humanglue(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], env={**os.environ, "HUMANGLUE_DATABASE_URL": database_url},
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# --- a database outage (PostgreSQL behind a proxy the test cuts) ---------------------------
+
+
+class Proxy:
+    """A TCP proxy the test can cut — every connection dropped, new ones refused — and restore."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.port = free_port()
+        self.server: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+
+    def start(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def cut(self) -> None:
+        if self.server is not None:
+            with contextlib.suppress(OSError):
+                self.server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
+            self.server.close()
+            self.server = None
+        for conn in self.conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self.conns.clear()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            if server is not self.server:  # cut meanwhile
+                client.close()
+                return
+            upstream = socket.create_connection(self.target)
+            self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+def test_embedded_worker_waits_out_a_database_outage(pg_site: Site,
+                                                     workers: list[Worker]) -> None:
+    url = sa.make_url(pg_site.url)
+    proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.start()
+    try:
+        behind = url.set(port=proxy.port).render_as_string(hide_password=False)
+        worker = Worker(pg_site, HUMANGLUE_DATABASE_URL=behind)
+        workers.append(worker.ready())
+        pg_site.enroll()
+        wait_until(lambda: pg_site.count() == 2, timeout=5)
+        proxy.cut()
+        pg_site.enroll_many(5)  # written while the worker cannot reach the database
+        wait_until(lambda: worker.log.count("retrying in") >= 2, timeout=5)
+        assert worker.proc.poll() is None
+        proxy.start()
+        wait_until(lambda: all_notified(pg_site, 6), timeout=RECOVERY)
+        assert "database reachable again" in worker.log
+        assert_exactly_once(pg_site, 6)
+        assert worker.stop() == 0
+    finally:
+        proxy.cut()
