@@ -26,7 +26,7 @@ def worker(
         "--concurrency", "-c", min=1, max=64, help="Celery worker threads")] = 2,
     batch_size: Annotated[int, typer.Option(
         "--batch-size", min=1, max=5000,
-        help="events claimed per transaction (embedded worker and --burst)")] = 200,
+        help="events claimed per transaction (embedded worker and --burst)")] = 500,
     json_out: Annotated[bool, typer.Option("--json", help="print the --burst result as JSON")]
     = False,
 ) -> None:

@@ -243,7 +243,10 @@ events = sa.Table(
     _ts("created_at", nullable=False, default=True),
     _ts("available_at", nullable=False, default=True),
     _ts("failed_at"),
-    sa.Index("ix_hg_events_due", "status", "available_at", "id"),
+    # The claim and the workers' wake-up probe walk this in id order and stop at the first due
+    # rows: an index probe whatever the statistics say, however many events have failed.
+    sa.Index("ix_hg_events_due", "id", postgresql_where=sa.text("status = 'pending'"),
+             sqlite_where=sa.text("status = 'pending'")),
     # Never reuse the id of a processed (deleted) event: some ledger keys name it.
     sqlite_autoincrement=True,
 )

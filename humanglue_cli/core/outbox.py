@@ -63,9 +63,15 @@ def claim(conn: sa.Connection, limit: int, only_id: int | None = None) -> list[E
     )
     if only_id is not None:
         query = query.where(events.c.id == only_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return [Event(r.id, r.kind, r.entity_id, _payload(r.payload)) for r in conn.execute(query)]
+    if conn.dialect.name != "postgresql":
+        return [Event(r.id, r.kind, r.entity_id, _payload(r.payload)) for r in conn.execute(query)]
+    # Walk the partial index in id order and stop at `limit`. With statistics from when the
+    # outbox was small (autovacuum lags a burst), the planner would rather bitmap-scan every
+    # due row and sort them: 35 ms instead of 0.3 ms per claim at a 100k backlog.
+    conn.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+    rows = conn.execute(query.with_for_update(skip_locked=True)).all()
+    conn.exec_driver_sql("SET LOCAL enable_bitmapscan TO DEFAULT")
+    return [Event(r.id, r.kind, r.entity_id, _payload(r.payload)) for r in rows]
 
 
 def first_due(conn: sa.Connection) -> int | None:
@@ -85,11 +91,12 @@ def record(conn: sa.Connection, keys: Sequence[tuple[str, str, int, int]]) -> se
     rows = [{"rule": r, "entity_id": e, "event_id": ev, "recipients": n} for r, e, ev, n in keys]
     stmt = (
         _insert(conn)(ledger)
-        .values(rows)  # one multi-row statement per batch, not a round trip per event
         .on_conflict_do_nothing(index_elements=["rule", "entity_id"])
         .returning(ledger.c.rule, ledger.c.entity_id)
     )
-    return {(row.rule, row.entity_id) for row in conn.execute(stmt)}
+    # executemany: SQLAlchemy sends multi-row batches ("insertmanyvalues") of a statement it
+    # compiles once, rather than a new statement per batch (bench/README.md: 29% of a drain).
+    return {(row.rule, row.entity_id) for row in conn.execute(stmt, rows)}
 
 
 def finish(conn: sa.Connection, event_ids: Iterable[int]) -> None:

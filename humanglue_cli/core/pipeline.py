@@ -32,7 +32,7 @@ from humanglue_cli.core.rules import (
 
 log = logging.getLogger("humanglue.pipeline")
 
-BATCH_SIZE = 200
+BATCH_SIZE = 500
 
 
 @dataclass

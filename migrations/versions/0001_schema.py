@@ -175,7 +175,9 @@ def upgrade() -> None:
         # Never reuse the id of a processed (deleted) event: some ledger keys name it.
         sqlite_autoincrement=True,
     )
-    op.create_index("ix_hg_events_due", "hg_events", ["status", "available_at", "id"])
+    op.create_index("ix_hg_events_due", "hg_events", ["id"],
+                    postgresql_where=sa.text("status = 'pending'"),
+                    sqlite_where=sa.text("status = 'pending'"))
     op.create_table(
         "hg_ledger",
         sa.Column("rule", sa.Text, primary_key=True),
