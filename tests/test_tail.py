@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import queue
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -17,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from humanglue_cli.core import pipeline
-from tests.helpers import CLI, Site, email, new_id, wait_until
+from tests.helpers import CLI, Site, TcpProxy, email, new_id, wait_until
 
 
 class Tail:
@@ -187,56 +186,10 @@ def test_plain_lines_into_a_pipe(site: Site) -> None:
     assert "\x1b" not in proc.stdout and "following" not in proc.stdout
 
 
-class Proxy:
-    """A TCP proxy to the local PostgreSQL that the test can cut and restore."""
-
-    def __init__(self, port: int = 5432) -> None:
-        self.target = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.up = True
-        self.open: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.up:
-                client.close()
-                continue
-            upstream = socket.create_connection(("127.0.0.1", self.target))
-            self.open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                s.close()
-
-    def cut(self) -> None:
-        self.up = False
-        for s in self.open:
-            s.close()
-        self.open.clear()
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
-
-
 def test_outage_is_waited_out_and_caught_up(pg_site: Site, tails: list[Tail]) -> None:
     site = pg_site
-    proxy = Proxy(sa.make_url(site.url).port or 5432)
+    proxy = TcpProxy("127.0.0.1", sa.make_url(site.url).port or 5432)
+    proxy.start()
     try:
         url = sa.make_url(site.url).set(host="127.0.0.1", port=proxy.port)
         tail = Tail(site, tails, "-n", "0",
@@ -247,14 +200,14 @@ def test_outage_is_waited_out_and_caught_up(pg_site: Site, tails: list[Tail]) ->
         wait_until(lambda: tail.said("database unavailable"), timeout=20)
         notify_ada(site, 2)  # while it cannot read
         assert tail.proc.poll() is None, "it retries rather than exiting"
-        proxy.up = True
+        proxy.start()
         caught_up = [tail.next(timeout=30)["id"] for _ in range(2)]
         assert caught_up == ada_ids(site)[-2:]
         tail.nothing_more(within=0.6)
         assert tail.said("reachable again")
         assert tail.stop() == 0
     finally:
-        proxy.close()
+        proxy.cut()
 
 
 def test_unreachable_at_start_is_retried_but_no_follow_is_exit_5(pg_site: Site,

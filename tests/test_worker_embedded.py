@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import threading
@@ -24,7 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from humanglue_cli.core import outbox
-from tests.helpers import CLI, Site, new_id, wait_until
+from tests.helpers import CLI, Site, TcpProxy, free_port, new_id, wait_until
 
 RECOVERY = 10.0  # seconds within which a restarted worker or broker must have caught up
 
@@ -226,71 +225,10 @@ def humanglue(*args: str, database_url: str) -> subprocess.CompletedProcess[str]
                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-# --- a database outage (PostgreSQL behind a proxy the test cuts) ---------------------------
-
-
-class Proxy:
-    """A TCP proxy the test can cut — every connection dropped, new ones refused — and restore."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.port = free_port()
-        self.server: socket.socket | None = None
-        self.conns: list[socket.socket] = []
-
-    def start(self) -> None:
-        self.server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
-
-    def cut(self) -> None:
-        if self.server is not None:
-            with contextlib.suppress(OSError):
-                self.server.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() on Linux
-            self.server.close()
-            self.server = None
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
-        self.conns.clear()
-
-    def _accept(self, server: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = server.accept()
-            except OSError:
-                return
-            if server is not self.server:  # cut meanwhile
-                client.close()
-                return
-            upstream = socket.create_connection(self.target)
-            self.conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-
 def test_embedded_worker_waits_out_a_database_outage(pg_site: Site,
                                                      workers: list[Worker]) -> None:
     url = sa.make_url(pg_site.url)
-    proxy = Proxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     proxy.start()
     try:
         behind = url.set(port=proxy.port).render_as_string(hide_password=False)
