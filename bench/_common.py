@@ -26,8 +26,9 @@ import sqlalchemy as sa
 from humanglue_cli.core import migrate
 from humanglue_cli.core.db import create_engine, dispose_engines
 
-ADMIN_URL = os.environ.get("HGBENCH_POSTGRES_URL",
-                           "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+ADMIN_URL = os.environ.get(
+    "HGBENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
 CLI = shutil.which("humanglue") or str(Path(sys.executable).parent / "humanglue")
 INSTRUCTOR, STUDENT, COURSE = 1, 2, 3
 
@@ -61,8 +62,10 @@ def temp_database(backend: str) -> Iterator[str]:
 def libpq(url: str) -> str:
     """A libpq connection string for psycopg.connect() from a SQLAlchemy URL."""
     u = sa.make_url(url)
-    return (f"host={u.host or '127.0.0.1'} port={u.port or 5432} dbname={u.database} "
-            f"user={u.username or 'postgres'}")
+    return (
+        f"host={u.host or '127.0.0.1'} port={u.port or 5432} dbname={u.database} "
+        f"user={u.username or 'postgres'}"
+    )
 
 
 def migrated(url: str) -> sa.Engine:
@@ -74,47 +77,74 @@ def migrated(url: str) -> sa.Engine:
 def build_school(engine: sa.Engine, courses: int = 50, students: int = 2000) -> None:
     """`courses` courses, each with its owner and one or two co-instructors; `students`."""
     teachers = courses + 10
-    people = [{"i": uid(INSTRUCTOR, n), "e": f"teacher{n}@example.edu", "n": f"Teacher {n}",
-               "r": "instructor"} for n in range(1, teachers + 1)]
-    people += [{"i": uid(STUDENT, n), "e": f"student{n}@example.edu", "n": f"Student {n}",
-                "r": "student"} for n in range(1, students + 1)]
+    people = [
+        {
+            "i": uid(INSTRUCTOR, n),
+            "e": f"teacher{n}@example.edu",
+            "n": f"Teacher {n}",
+            "r": "instructor",
+        }
+        for n in range(1, teachers + 1)
+    ]
+    people += [
+        {"i": uid(STUDENT, n), "e": f"student{n}@example.edu", "n": f"Student {n}", "r": "student"}
+        for n in range(1, students + 1)
+    ]
     links = []
     for n in range(1, courses + 1):
         links.append({"c": uid(COURSE, n), "u": uid(INSTRUCTOR, courses + 1 + n % 10)})
         if n % 2 == 0:
             links.append({"c": uid(COURSE, n), "u": uid(INSTRUCTOR, courses + 1 + (n + 5) % 10)})
     with engine.begin() as conn:
-        conn.execute(sa.text("INSERT INTO profiles (id, email, full_name, role) "
-                             "VALUES (:i, :e, :n, :r)"), people)
-        conn.execute(sa.text("INSERT INTO courses (id, instructor_id, title) VALUES (:c, :o, :t)"),
-                     [{"c": uid(COURSE, n), "o": uid(INSTRUCTOR, n), "t": f"Course {n}"}
-                      for n in range(1, courses + 1)])
-        conn.execute(sa.text("INSERT INTO course_instructors (course_id, user_id) "
-                             "VALUES (:c, :u)"), links)
+        conn.execute(
+            sa.text("INSERT INTO profiles (id, email, full_name, role) VALUES (:i, :e, :n, :r)"),
+            people,
+        )
+        conn.execute(
+            sa.text("INSERT INTO courses (id, instructor_id, title) VALUES (:c, :o, :t)"),
+            [
+                {"c": uid(COURSE, n), "o": uid(INSTRUCTOR, n), "t": f"Course {n}"}
+                for n in range(1, courses + 1)
+            ],
+        )
+        conn.execute(
+            sa.text("INSERT INTO course_instructors (course_id, user_id) VALUES (:c, :u)"), links
+        )
 
 
 _WRITES = {  # plain SQL, as the platform writes; each row makes one event through a trigger
     "enrollment": "INSERT INTO enrollments (id, course_id, student_id) VALUES (:i, :c, :s)",
     "review": "INSERT INTO course_reviews (id, course_id, student_id, rating, comment) "
-              "VALUES (:i, :c, :s, 4, 'Lovely course, thank you')",
+    "VALUES (:i, :c, :s, 4, 'Lovely course, thank you')",
     "payment": "INSERT INTO payments (id, user_id, course_id, amount_cents, status) "
-               "VALUES (:i, :s, :c, 4900, 'succeeded')",
+    "VALUES (:i, :s, :c, 4900, 'succeeded')",
     "question": "INSERT INTO course_questions (id, course_id, student_id, body) "
-                "VALUES (:i, :c, :s, 'How long is the second module?')",
+    "VALUES (:i, :c, :s, 'How long is the second module?')",
 }
 MIX = {"enrollment": 0.80, "review": 0.07, "payment": 0.07, "question": 0.06}
 
 
-def platform_writes(engine: sa.Engine, events: int, courses: int = 50, students: int = 2000,
-                    chunk: int = 5000, seed: int = 1) -> None:
+def platform_writes(
+    engine: sa.Engine,
+    events: int,
+    courses: int = 50,
+    students: int = 2000,
+    chunk: int = 5000,
+    seed: int = 1,
+) -> None:
     """`events` mixed platform rows (MIX), executemany in transactions of `chunk` rows."""
     rng = random.Random(seed)
     kinds = rng.choices(list(MIX), weights=list(MIX.values()), k=events)
     for start in range(0, events, chunk):
         rows: dict[str, list[dict[str, Any]]] = {k: [] for k in _WRITES}
-        for kind in kinds[start:start + chunk]:
-            rows[kind].append({"i": str(uuid.uuid4()), "c": uid(COURSE, rng.randint(1, courses)),
-                               "s": uid(STUDENT, rng.randint(1, students))})
+        for kind in kinds[start : start + chunk]:
+            rows[kind].append(
+                {
+                    "i": str(uuid.uuid4()),
+                    "c": uid(COURSE, rng.randint(1, courses)),
+                    "s": uid(STUDENT, rng.randint(1, students)),
+                }
+            )
         with engine.begin() as conn:
             for kind, params in rows.items():
                 if params:
@@ -123,30 +153,49 @@ def platform_writes(engine: sa.Engine, events: int, courses: int = 50, students:
 
 # --- triggers (PostgreSQL) ---------------------------------------------------------------------
 
-CAPTURED = ("enrollments", "workshop_registrations", "course_reviews", "course_questions",
-            "payments", "courses")
-NOTIFY_FN = ("CREATE OR REPLACE FUNCTION hgbench_notify_fn() RETURNS trigger LANGUAGE plpgsql "
-             "AS $$ BEGIN PERFORM pg_notify('hg', NEW.id::text); RETURN NULL; END $$")
+CAPTURED = (
+    "enrollments",
+    "workshop_registrations",
+    "course_reviews",
+    "course_questions",
+    "payments",
+    "courses",
+)
+NOTIFY_FN = (
+    "CREATE OR REPLACE FUNCTION hgbench_notify_fn() RETURNS trigger LANGUAGE plpgsql "
+    "AS $$ BEGIN PERFORM pg_notify('hg', NEW.id::text); RETURN NULL; END $$"
+)
 
 
 def capture_triggers(conn: sa.Connection) -> list[tuple[str, str, str]]:
     """(table, trigger, CREATE TRIGGER statement) of every capture trigger (hg_…)."""
-    return [tuple(r) for r in conn.execute(sa.text(
-        "SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t "
-        "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
-        "AND t.tgname LIKE 'hg\\_%' ORDER BY 1, 2"))]
+    return [
+        tuple(r)
+        for r in conn.execute(
+            sa.text(
+                "SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid) FROM pg_trigger t "
+                "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
+                "AND t.tgname LIKE 'hg\\_%' ORDER BY 1, 2"
+            )
+        )
+    ]
 
 
-def set_notify_trigger(conn: sa.Connection, on: bool,
-                       tables: Sequence[str] = CAPTURED[:-1]) -> None:
+def set_notify_trigger(
+    conn: sa.Connection, on: bool, tables: Sequence[str] = CAPTURED[:-1]
+) -> None:
     """The hypothetical variant: an extra AFTER INSERT trigger that NOTIFYs per platform row."""
     if on:
         conn.execute(sa.text(NOTIFY_FN))
     for table in tables:
         conn.execute(sa.text(f"DROP TRIGGER IF EXISTS hgbench_notify ON {table}"))
         if on:
-            conn.execute(sa.text(f"CREATE TRIGGER hgbench_notify AFTER INSERT ON {table} "
-                                 "FOR EACH ROW EXECUTE FUNCTION hgbench_notify_fn()"))
+            conn.execute(
+                sa.text(
+                    f"CREATE TRIGGER hgbench_notify AFTER INSERT ON {table} "
+                    "FOR EACH ROW EXECUTE FUNCTION hgbench_notify_fn()"
+                )
+            )
 
 
 # --- pgbench -------------------------------------------------------------------------------------
@@ -159,13 +208,27 @@ ENROLL_SQL = (  # one enrollment per transaction, by course and student number
 )
 
 
-def pgbench(url: str, scripts: Sequence[tuple[Path, int]], clients: int, jobs: int,
-            seconds: float) -> float:
+def pgbench(
+    url: str, scripts: Sequence[tuple[Path, int]], clients: int, jobs: int, seconds: float
+) -> float:
     """Run pgbench with weighted custom scripts; return its tps."""
     u = sa.make_url(url)
-    argv = ["pgbench", "-n", "-h", u.host or "127.0.0.1", "-p", str(u.port or 5432),
-            "-U", u.username or "postgres", "-c", str(clients), "-j", str(jobs),
-            "-T", str(max(1, round(seconds)))]
+    argv = [
+        "pgbench",
+        "-n",
+        "-h",
+        u.host or "127.0.0.1",
+        "-p",
+        str(u.port or 5432),
+        "-U",
+        u.username or "postgres",
+        "-c",
+        str(clients),
+        "-j",
+        str(jobs),
+        "-T",
+        str(max(1, round(seconds))),
+    ]
     for path, weight in scripts:
         argv += ["-f", f"{path}@{weight}"]
     out = subprocess.run([*argv, u.database or ""], capture_output=True, text=True, check=True)
@@ -185,13 +248,13 @@ def plan_shape(engine: sa.Engine, query: sa.Select[Any]) -> str:
     node = (json.loads(node) if isinstance(node, str) else node)[0]["Plan"]
     names = []
     while node:
-        names.append(node["Node Type"] + (f" {node['Index Name']}" if "Index Name" in node
-                                          else ""))
+        names.append(node["Node Type"] + (f" {node['Index Name']}" if "Index Name" in node else ""))
         node = (node.get("Plans") or [None])[0]
     return " > ".join(names)
 
 
 # --- figures -------------------------------------------------------------------------------------
+
 
 def pct(values: Sequence[float], p: float) -> float:
     """The p-th percentile (nearest rank)."""
@@ -209,8 +272,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     left = [all(isinstance(r[i], str) for r in rows) for i in range(len(headers))]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for n, row in enumerate(cells):
-        print("  ".join(c.ljust(w) if left[i] else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=True))).rstrip())
+        print(
+            "  ".join(
+                c.ljust(w) if left[i] else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
         if n == 0:
             print("  ".join("-" * w for w in widths))
     print(flush=True)

@@ -56,16 +56,23 @@ def count(engine: sa.Engine, what: str) -> int:
 def burst_cli(url: str, batch: int) -> tuple[float, int]:
     env = dict(os.environ, HUMANGLUE_DATABASE_URL=url, NO_COLOR="1")
     start = time.perf_counter()
-    out = subprocess.run([CLI, "worker", "--burst", "--json", "--batch-size", str(batch)],
-                         env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [CLI, "worker", "--burst", "--json", "--batch-size", str(batch)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     elapsed = time.perf_counter() - start
     if out.returncode != 0:
         raise RuntimeError(f"worker --burst exited {out.returncode}: {out.stderr[-2000:]}")
     return elapsed, int(json.loads(out.stdout)["processed"])
 
 
-BACKLOG = ("INSERT INTO hg_events (kind, entity_id, payload) "
-           "SELECT 'enrollment.created', g::text, '{}' FROM generate_series(1, :n) g")
+BACKLOG = (
+    "INSERT INTO hg_events (kind, entity_id, payload) "
+    "SELECT 'enrollment.created', g::text, '{}' FROM generate_series(1, :n) g"
+)
 
 
 def claim_costs(engine: sa.Engine) -> list[list[object]]:
@@ -79,7 +86,8 @@ def claim_costs(engine: sa.Engine) -> list[list[object]]:
             if analyzed:
                 with engine.connect() as conn:
                     conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-                        sa.text("ANALYZE hg_events"))
+                        sa.text("ANALYZE hg_events")
+                    )
             times = []
             for _ in range(5):
                 with engine.connect() as conn:
@@ -87,16 +95,27 @@ def claim_costs(engine: sa.Engine) -> list[list[object]]:
                     outbox.claim(conn, 200)
                     times.append((time.perf_counter() - start) * 1000)
                     conn.rollback()
-            query = (sa.select(events.c.id).where(events.c.status == "pending",
-                                                  events.c.available_at <= utcnow())
-                     .order_by(events.c.id).limit(200).with_for_update(skip_locked=True))
-            rows.append([backlog, "analyzed" if analyzed else "never analyzed", median(times),
-                         plan_shape(engine, query)])
+            query = (
+                sa.select(events.c.id)
+                .where(events.c.status == "pending", events.c.available_at <= utcnow())
+                .order_by(events.c.id)
+                .limit(200)
+                .with_for_update(skip_locked=True)
+            )
+            rows.append(
+                [
+                    backlog,
+                    "analyzed" if analyzed else "never analyzed",
+                    median(times),
+                    plan_shape(engine, query),
+                ]
+            )
     return rows
 
 
-def bench_backend(backend: str, n_events: int,
-                  runs: int) -> tuple[list[list[object]], list[list[object]]]:
+def bench_backend(
+    backend: str, n_events: int, runs: int
+) -> tuple[list[list[object]], list[list[object]]]:
     modes = [("drain", 50), ("drain", 200), ("drain", 1000), ("worker --burst", 200)]
     seconds: dict[tuple[str, int], list[float]] = {m: [] for m in modes}
     notified: dict[tuple[str, int], int] = {}
@@ -120,8 +139,10 @@ def bench_backend(backend: str, n_events: int,
                     raise RuntimeError(f"{mode}: processed {processed} of {n_events} events")
                 notified[mode] = count(engine, "notifications")
                 seconds[mode].append(elapsed)
-                print(f"  {backend} round {rnd + 1} {mode[0]} batch {mode[1]}: "
-                      f"{elapsed:.2f} s", flush=True)
+                print(
+                    f"  {backend} round {rnd + 1} {mode[0]} batch {mode[1]}: {elapsed:.2f} s",
+                    flush=True,
+                )
         claims = claim_costs(engine) if backend == "postgres" else []
         reset(engine)
         startup = []
@@ -131,11 +152,31 @@ def bench_backend(backend: str, n_events: int,
     rows: list[list[object]] = []
     for mode in modes:
         s = median(seconds[mode])
-        rows.append([backend, mode[0], mode[1], n_events, notified[mode], s, n_events / s,
-                     notified[mode] / s])
+        rows.append(
+            [
+                backend,
+                mode[0],
+                mode[1],
+                n_events,
+                notified[mode],
+                s,
+                n_events / s,
+                notified[mode] / s,
+            ]
+        )
     rows.append([backend, "worker --burst, empty outbox", 200, 0, 0, median(startup), "-", "-"])
-    rows.append([backend, "platform fill (with triggers)", "-", n_events, "-",
-                 n_events / median(fills), f"{median(fills):,.0f} rows/s", "-"])
+    rows.append(
+        [
+            backend,
+            "platform fill (with triggers)",
+            "-",
+            n_events,
+            "-",
+            n_events / median(fills),
+            f"{median(fills):,.0f} rows/s",
+            "-",
+        ]
+    )
     return rows, claims
 
 
@@ -147,8 +188,19 @@ def main() -> None:
     args = parser.parse_args()
     rows, claims = bench_backend(args.backend, args.events, args.runs)
     print(f"\nburst throughput, median of {args.runs} runs, {args.events:,} events per run")
-    table(["backend", "mode", "batch", "events", "notifications", "seconds", "events/s",
-           "notifications/s"], rows)
+    table(
+        [
+            "backend",
+            "mode",
+            "batch",
+            "events",
+            "notifications",
+            "seconds",
+            "events/s",
+            "notifications/s",
+        ],
+        rows,
+    )
     if claims:
         print("one claim of 200 (outbox.claim), ms, median of 5")
         table(["due backlog", "outbox statistics", "ms", "plan"], claims)

@@ -39,23 +39,41 @@ from _common import (
 )
 
 COURSES, STUDENTS = 50, 2000
-_PICK = ("\\set c random(1, {courses})\n\\set s random(1, {students})\n")
+_PICK = "\\set c random(1, {courses})\n\\set s random(1, {students})\n"
 _C = "('00000003-0000-4000-8000-' || lpad(:c::text, 12, '0'))::uuid"
 _S = "('00000002-0000-4000-8000-' || lpad(:s::text, 12, '0'))::uuid"
 MIXED = {  # name: (weight, statement); student_activity has no capture trigger
     "enroll": (5, None),
-    "activity": (3, "INSERT INTO student_activity (id, student_id, course_id, activity_type, "
-                    f"details) VALUES (gen_random_uuid(), {_S}, {_C}, 'lesson_completed', "
-                    "'{{\"lesson\": 3}}');"),
-    "review": (1, "INSERT INTO course_reviews (id, course_id, student_id, rating, comment) "
-                  f"VALUES (gen_random_uuid(), {_C}, {_S}, 5, 'Great');"),
-    "question": (1, "INSERT INTO course_questions (id, course_id, student_id, body) "
-                    f"VALUES (gen_random_uuid(), {_C}, {_S}, 'When is the next live session?');"),
-    "payment": (1, "INSERT INTO payments (id, user_id, course_id, amount_cents, status) "
-                   f"VALUES (gen_random_uuid(), {_S}, {_C}, 4900, 'succeeded');"),
+    "activity": (
+        3,
+        "INSERT INTO student_activity (id, student_id, course_id, activity_type, "
+        f"details) VALUES (gen_random_uuid(), {_S}, {_C}, 'lesson_completed', "
+        "'{{\"lesson\": 3}}');",
+    ),
+    "review": (
+        1,
+        "INSERT INTO course_reviews (id, course_id, student_id, rating, comment) "
+        f"VALUES (gen_random_uuid(), {_C}, {_S}, 5, 'Great');",
+    ),
+    "question": (
+        1,
+        "INSERT INTO course_questions (id, course_id, student_id, body) "
+        f"VALUES (gen_random_uuid(), {_C}, {_S}, 'When is the next live session?');",
+    ),
+    "payment": (
+        1,
+        "INSERT INTO payments (id, user_id, course_id, amount_cents, status) "
+        f"VALUES (gen_random_uuid(), {_S}, {_C}, 4900, 'succeeded');",
+    ),
 }
-WRITTEN = ("enrollments", "student_activity", "course_reviews", "course_questions", "payments",
-           "hg_events")
+WRITTEN = (
+    "enrollments",
+    "student_activity",
+    "course_reviews",
+    "course_questions",
+    "payments",
+    "hg_events",
+)
 
 
 def write_scripts(folder: Path, kind: str) -> list[tuple[Path, int]]:
@@ -113,8 +131,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--script", choices=["enroll", "mixed"], default="enroll")
-    parser.add_argument("--listener", action="store_true",
-                        help="also measure ours+notify while a listener reads the channel")
+    parser.add_argument(
+        "--listener",
+        action="store_true",
+        help="also measure ours+notify while a listener reads the channel",
+    )
     args = parser.parse_args()
     configs = ["none", "ours", "ours+notify"] + (["ours+notify+listener"] if args.listener else [])
     tps: dict[str, list[float]] = {c: [] for c in configs}
@@ -126,7 +147,7 @@ def main() -> None:
         scripts = write_scripts(Path(tmp), args.script)
         try:
             for rnd in range(args.rounds):
-                order = configs[rnd % len(configs):] + configs[:rnd % len(configs)]
+                order = configs[rnd % len(configs) :] + configs[: rnd % len(configs)]
                 for config in order:
                     configure(engine, config, saved)
                     with listening(url, "listener" in config) as got:
@@ -137,15 +158,28 @@ def main() -> None:
         finally:
             configure(engine, "ours", saved)  # the notify variant is for measurement only
             engine.dispose()
+
     def paired(c: str, base: str) -> float:  # the median of each round's own ratio
         return median([a / b for a, b in zip(tps[c], tps[base], strict=True)])
 
-    print(f"\nplatform write throughput, pgbench script '{args.script}', -c {args.clients} "
-          f"-j {args.jobs}, {args.seconds:.0f} s per run, median of {args.rounds} rounds "
-          "(ratios: median of the per-round ratios)")
-    table(["configuration", "tps (median)", "runs", "vs none", "vs ours"],
-          [[c, median(tps[c]), " / ".join(f"{v:,.0f}" for v in tps[c]), paired(c, "none"),
-            paired(c, "ours")] for c in configs])
+    print(
+        f"\nplatform write throughput, pgbench script '{args.script}', -c {args.clients} "
+        f"-j {args.jobs}, {args.seconds:.0f} s per run, median of {args.rounds} rounds "
+        "(ratios: median of the per-round ratios)"
+    )
+    table(
+        ["configuration", "tps (median)", "runs", "vs none", "vs ours"],
+        [
+            [
+                c,
+                median(tps[c]),
+                " / ".join(f"{v:,.0f}" for v in tps[c]),
+                paired(c, "none"),
+                paired(c, "ours"),
+            ]
+            for c in configs
+        ],
+    )
 
 
 if __name__ == "__main__":

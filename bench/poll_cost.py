@@ -37,15 +37,21 @@ from _common import (
 from humanglue_cli.core import embedded, outbox
 from humanglue_cli.core.models import events, utcnow
 
-FAILED_PG = ("INSERT INTO hg_events (kind, entity_id, payload, status, attempts, last_error, "
-             "failed_at) SELECT 'enrollment.created', g::text, '{}', 'failed', 5, 'bench', now() "
-             "FROM generate_series(1, :n) g")
-BACKLOG = ("INSERT INTO hg_events (kind, entity_id, payload) "
-           "SELECT 'enrollment.created', g::text, '{}' FROM generate_series(1, :n) g")
-FAILED_SQLITE = ("WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < :n) "
-                 "INSERT INTO hg_events (kind, entity_id, payload, status, attempts, last_error, "
-                 "failed_at) SELECT 'enrollment.created', x, '{}', 'failed', 5, 'bench', "
-                 "CURRENT_TIMESTAMP FROM g")
+FAILED_PG = (
+    "INSERT INTO hg_events (kind, entity_id, payload, status, attempts, last_error, "
+    "failed_at) SELECT 'enrollment.created', g::text, '{}', 'failed', 5, 'bench', now() "
+    "FROM generate_series(1, :n) g"
+)
+BACKLOG = (
+    "INSERT INTO hg_events (kind, entity_id, payload) "
+    "SELECT 'enrollment.created', g::text, '{}' FROM generate_series(1, :n) g"
+)
+FAILED_SQLITE = (
+    "WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < :n) "
+    "INSERT INTO hg_events (kind, entity_id, payload, status, attempts, last_error, "
+    "failed_at) SELECT 'enrollment.created', x, '{}', 'failed', 5, 'bench', "
+    "CURRENT_TIMESTAMP FROM g"
+)
 
 
 def timed(call: Callable[[], object], n: int) -> list[float]:
@@ -58,8 +64,9 @@ def timed(call: Callable[[], object], n: int) -> list[float]:
 
 
 def plan(engine: sa.Engine) -> str:
-    query = sa.select(events.c.id).where(events.c.status == "pending",
-                                         events.c.available_at <= utcnow())
+    query = sa.select(events.c.id).where(
+        events.c.status == "pending", events.c.available_at <= utcnow()
+    )
     return plan_shape(engine, query.order_by(events.c.id).limit(1))
 
 
@@ -91,8 +98,20 @@ def probe_rows(engine: sa.Engine, label: str, n: int) -> list[list[object]]:
         conn.rollback()
     backend = engine.dialect.name
     PLANS.append(f"  {backend}, {label}: {plan(engine)}")
-    return [[backend, label, pct(full, 50), pct(full, 95), pct(full, 99), round(cpu),
-             round(srv), pct(alone, 50), pct(alone, 95), pct(alone, 99)]]
+    return [
+        [
+            backend,
+            label,
+            pct(full, 50),
+            pct(full, 95),
+            pct(full, 99),
+            round(cpu),
+            round(srv),
+            pct(alone, 50),
+            pct(alone, 95),
+            pct(alone, 99),
+        ]
+    ]
 
 
 def probe_costs(n: int) -> list[list[object]]:
@@ -102,8 +121,9 @@ def probe_costs(n: int) -> list[list[object]]:
             engine = migrated(url)
             rows += probe_rows(engine, "empty outbox", n)
             with engine.begin() as conn:
-                conn.execute(sa.text(FAILED_PG if backend == "postgres" else FAILED_SQLITE),
-                             {"n": 100_000})
+                conn.execute(
+                    sa.text(FAILED_PG if backend == "postgres" else FAILED_SQLITE), {"n": 100_000}
+                )
             rows += probe_rows(engine, "100k failed", n)
             if backend == "postgres":
                 auto = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
@@ -131,7 +151,8 @@ def poller_effect(args: argparse.Namespace) -> list[list[object]]:
             conn.execute(sa.text(BACKLOG), {"n": 30_000})
         with engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT").execute(
-                sa.text("ANALYZE hg_events"))
+                sa.text("ANALYZE hg_events")
+            )
         for rnd in range(args.rounds):
             order = list(tps) if rnd % 2 == 0 else list(reversed(tps))
             for config in order:
@@ -155,10 +176,16 @@ def poller_effect(args: argparse.Namespace) -> list[list[object]]:
                 print(f"  round {rnd + 1} {config}: {value:,.0f} tps", flush=True)
         engine.dispose()
     ratios = [a / b for a, b in zip(tps["poller every 50 ms"], tps["no poller"], strict=True)]
-    return [[c, median(v), " / ".join(f"{x:,.0f}" for x in v),
-             median(ratios) if c.startswith("poller") else 1.0,
-             f"{pct(probes, 50):.2f} / {pct(probes, 95):.2f}" if c.startswith("poller") else "-"]
-            for c, v in tps.items()]
+    return [
+        [
+            c,
+            median(v),
+            " / ".join(f"{x:,.0f}" for x in v),
+            median(ratios) if c.startswith("poller") else 1.0,
+            f"{pct(probes, 50):.2f} / {pct(probes, 95):.2f}" if c.startswith("poller") else "-",
+        ]
+        for c, v in tps.items()
+    ]
 
 
 def main() -> None:
@@ -172,14 +199,37 @@ def main() -> None:
     costs = probe_costs(args.probes)
     effect = poller_effect(args)
     print(f"\nfirst_due probe, ms per call ({args.probes} calls each)")
-    table(["backend", "outbox", "first_due p50", "p95", "p99", "worker CPU µs", "server CPU µs",
-           "query alone p50", "p95", "p99"], costs)
+    table(
+        [
+            "backend",
+            "outbox",
+            "first_due p50",
+            "p95",
+            "p99",
+            "worker CPU µs",
+            "server CPU µs",
+            "query alone p50",
+            "p95",
+            "p99",
+        ],
+        costs,
+    )
     print("plans of the probe query:\n" + "\n".join(PLANS) + "\n")
-    print(f"platform tps (pgbench, one enrollment per transaction, our triggers, -c "
-          f"{args.clients} -j {args.jobs}, {args.seconds:.0f} s), median of {args.rounds}; the "
-          "outbox fills (not drained); its statistics are analyzed")
-    table(["configuration", "tps (median)", "runs", "vs no poller (paired median)",
-           "probe latency ms p50 / p95"], effect)
+    print(
+        f"platform tps (pgbench, one enrollment per transaction, our triggers, -c "
+        f"{args.clients} -j {args.jobs}, {args.seconds:.0f} s), median of {args.rounds}; the "
+        "outbox fills (not drained); its statistics are analyzed"
+    )
+    table(
+        [
+            "configuration",
+            "tps (median)",
+            "runs",
+            "vs no poller (paired median)",
+            "probe latency ms p50 / p95",
+        ],
+        effect,
+    )
 
 
 if __name__ == "__main__":

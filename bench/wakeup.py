@@ -52,14 +52,20 @@ from humanglue_cli.core import pipeline
 ENROLL = "INSERT INTO enrollments (id, course_id, student_id) VALUES ({p}, {p}, {p})"
 DONE_FN = (
     "CREATE OR REPLACE FUNCTION hgbench_done_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-    "PERFORM pg_notify('hgbench_done', NEW.data->>'enrollment_id'); RETURN NULL; END $$")
-DONE_TRIGGER = ("CREATE TRIGGER hgbench_done AFTER INSERT ON notifications FOR EACH ROW "
-                "EXECUTE FUNCTION hgbench_done_fn()")
+    "PERFORM pg_notify('hgbench_done', NEW.data->>'enrollment_id'); RETURN NULL; END $$"
+)
+DONE_TRIGGER = (
+    "CREATE TRIGGER hgbench_done AFTER INSERT ON notifications FOR EACH ROW "
+    "EXECUTE FUNCTION hgbench_done_fn()"
+)
 
 
 def enrollment() -> tuple[str, str, str]:
-    return (str(uuid.uuid4()), uid(COURSE, random.randint(1, 50)),
-            uid(STUDENT, random.randint(1, 2000)))
+    return (
+        str(uuid.uuid4()),
+        uid(COURSE, random.randint(1, 50)),
+        uid(STUDENT, random.randint(1, 2000)),
+    )
 
 
 def pg_probe(url: str) -> Callable[[float], float | None]:
@@ -88,8 +94,9 @@ def sqlite_probe(url: str) -> Callable[[float], float | None]:
     reader = sqlite3.connect(path, isolation_level=None, timeout=30)
 
     def last() -> int:
-        return int(reader.execute("SELECT coalesce(max(rowid), 0) FROM notifications")
-                   .fetchone()[0])
+        return int(
+            reader.execute("SELECT coalesce(max(rowid), 0) FROM notifications").fetchone()[0]
+        )
 
     def sample(timeout: float) -> float | None:
         before = last()
@@ -109,8 +116,14 @@ def worker_process(url: str, log: Path, **env: str) -> Iterator[None]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("HUMANGLUE_")}
     environ.update(HUMANGLUE_DATABASE_URL=url, NO_COLOR="1", **env)
     with log.open("w") as out:
-        proc = subprocess.Popen([CLI, "worker"], env=environ, stdout=out, stderr=out,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [CLI, "worker"],
+            env=environ,
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         yield
     finally:
@@ -202,17 +215,24 @@ def main() -> None:
                         continue
                     print(f"  measuring {part} …", flush=True)
                     log = Path(tmp) / f"{part}.log"
-                    running = (notify_listener(url, engine) if part == "notify-pg" else
-                               worker_process(url, log, HUMANGLUE_BROKER_URL=args.redis_url)
-                               if part == "celery-pg" else worker_process(url, log))
+                    running = (
+                        notify_listener(url, engine)
+                        if part == "notify-pg"
+                        else worker_process(url, log, HUMANGLUE_BROKER_URL=args.redis_url)
+                        if part == "celery-pg"
+                        else worker_process(url, log)
+                    )
                     with running:
                         results[part] = measure(sample, args.samples, args.rate)
                 engine.dispose()
-    print(f"\nwake-up latency, platform commit → notifications committed, ms "
-          f"({args.samples} samples each, ~{args.rate:.0f} writes/s)")
-    table(["path", "p50", "p95", "p99", "max", "samples"],
-          [[part, pct(v, 50), pct(v, 95), pct(v, 99), max(v), len(v)]
-           for part, v in results.items()])
+    print(
+        f"\nwake-up latency, platform commit → notifications committed, ms "
+        f"({args.samples} samples each, ~{args.rate:.0f} writes/s)"
+    )
+    table(
+        ["path", "p50", "p95", "p99", "max", "samples"],
+        [[part, pct(v, 50), pct(v, 95), pct(v, 99), max(v), len(v)] for part, v in results.items()],
+    )
 
 
 if __name__ == "__main__":

@@ -56,8 +56,14 @@ class Site:
         engine = create_engine(url)
         migrate.upgrade(engine)
         site = cls(url, home, backend, engine)
-        for name, role in [("ada", "instructor"), ("bob", "instructor"), ("cy", "instructor"),
-                           ("stu", "student"), ("sam", "student"), ("root", "admin")]:
+        for name, role in [
+            ("ada", "instructor"),
+            ("bob", "instructor"),
+            ("cy", "instructor"),
+            ("stu", "student"),
+            ("sam", "student"),
+            ("root", "admin"),
+        ]:
             site.person(name, role)
         site.people["course"] = site.course("ada", "Deep Listening", co=("bob",))
         site.people["other_course"] = site.course("cy", "Pottery")
@@ -73,24 +79,40 @@ class Site:
 
     def person(self, name: str, role: str) -> str:
         pid = new_id()
-        self.sql("INSERT INTO profiles (id, email, full_name, role) VALUES (:i, :e, :n, :r)",
-                 i=pid, e=f"{name}@example.edu", n=name.title(), r=role)
+        self.sql(
+            "INSERT INTO profiles (id, email, full_name, role) VALUES (:i, :e, :n, :r)",
+            i=pid,
+            e=f"{name}@example.edu",
+            n=name.title(),
+            r=role,
+        )
         self.people[name] = pid
         return pid
 
     def course(self, owner: str, title: str, co: tuple[str, ...] = ()) -> str:
         cid = new_id()
-        self.sql("INSERT INTO courses (id, instructor_id, title) VALUES (:i, :o, :t)",
-                 i=cid, o=self.people[owner], t=title)
+        self.sql(
+            "INSERT INTO courses (id, instructor_id, title) VALUES (:i, :o, :t)",
+            i=cid,
+            o=self.people[owner],
+            t=title,
+        )
         for name in co:
-            self.sql("INSERT INTO course_instructors (course_id, user_id) VALUES (:c, :u)",
-                     c=cid, u=self.people[name])
+            self.sql(
+                "INSERT INTO course_instructors (course_id, user_id) VALUES (:c, :u)",
+                c=cid,
+                u=self.people[name],
+            )
         return cid
 
     def enroll(self, student: str = "stu", course: str | None = None) -> str:
         eid = new_id()
-        self.sql("INSERT INTO enrollments (id, course_id, student_id) VALUES (:i, :c, :s)",
-                 i=eid, c=course or self.people["course"], s=self.people[student])
+        self.sql(
+            "INSERT INTO enrollments (id, course_id, student_id) VALUES (:i, :c, :s)",
+            i=eid,
+            c=course or self.people["course"],
+            s=self.people[student],
+        )
         return eid
 
     def enroll_many(self, count: int, student: str = "stu") -> list[str]:
@@ -109,31 +131,52 @@ class Site:
         return int(self.sql("SELECT count(*) FROM hg_events WHERE status = 'pending'")[0][0])
 
     def env(self, user: str | None = None, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HUMANGLUE_")
-               or k.startswith("HUMANGLUE_TEST_")}
-        env.update(HUMANGLUE_DATABASE_URL=self.url, XDG_DATA_HOME=str(self.home / "data"),
-                   XDG_CONFIG_HOME=str(self.home / "config"), NO_COLOR="1")
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("HUMANGLUE_") or k.startswith("HUMANGLUE_TEST_")
+        }
+        env.update(
+            HUMANGLUE_DATABASE_URL=self.url,
+            XDG_DATA_HOME=str(self.home / "data"),
+            XDG_CONFIG_HOME=str(self.home / "config"),
+            NO_COLOR="1",
+        )
         if user:
             env["HUMANGLUE_USER"] = user
         env.update(extra)
         return env
 
-    def hg(self, *args: str, user: str | None = None, check: bool = True,
-           **extra: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([CLI, *args], env=self.env(user, **extra), capture_output=True,
-                              text=True, timeout=120, stdin=subprocess.DEVNULL)
+    def hg(
+        self, *args: str, user: str | None = None, check: bool = True, **extra: str
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [CLI, *args],
+            env=self.env(user, **extra),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"humanglue {' '.join(args)} exited {proc.returncode}: "
-                                 f"{proc.stderr[-2000:]}")
+            raise AssertionError(
+                f"humanglue {' '.join(args)} exited {proc.returncode}: {proc.stderr[-2000:]}"
+            )
         return proc
 
     def spawn(self, *args: str, user: str | None = None, **extra: str) -> subprocess.Popen[str]:
         """Start `humanglue ARGS` in the background (its output in files under home)."""
         log = self.home / f"proc-{uuid.uuid4().hex[:6]}.log"
         with log.open("w") as out:  # the child keeps its own copy of the descriptor
-            return subprocess.Popen([CLI, *args], env=self.env(user, **extra), text=True,
-                                    stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            return subprocess.Popen(
+                [CLI, *args],
+                env=self.env(user, **extra),
+                text=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
 
 def email(name: str) -> str:

@@ -16,14 +16,18 @@ EDGES = {"typer", "rich", "celery", "redis", "kombu", "click", "worker"}
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", f"{code}\nimport sys, json; print(json.dumps(sorted(sys.modules)))"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     ).stdout
     return {m.split(".")[0] for m in json.loads(out.strip().splitlines()[-1])}
 
 
-@pytest.mark.parametrize("module", sorted(
-    p.stem for p in (ROOT / "humanglue_cli" / "core").glob("*.py") if p.stem != "__init__"
-))
+@pytest.mark.parametrize(
+    "module",
+    sorted(p.stem for p in (ROOT / "humanglue_cli" / "core").glob("*.py") if p.stem != "__init__"),
+)
 def test_core_modules_import_no_edge(module: str) -> None:
     loaded = _modules_after(f"import humanglue_cli.core.{module}")
     assert not loaded & EDGES, f"core.{module} pulls in {sorted(loaded & EDGES)}"
@@ -34,9 +38,16 @@ def test_worker_tasks_do_not_load_the_cli() -> None:
     assert "celery" in loaded
     assert not loaded & {"typer", "rich"}
     full = subprocess.run(
-        [sys.executable, "-c", "import worker.tasks, sys; "
-         "print([m for m in sys.modules if m.startswith('humanglue_cli.commands')])"],
-        capture_output=True, text=True, check=True, cwd=ROOT,
+        [
+            sys.executable,
+            "-c",
+            "import worker.tasks, sys; "
+            "print([m for m in sys.modules if m.startswith('humanglue_cli.commands')])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
     ).stdout.strip()
     assert full == "[]"
 
@@ -49,8 +60,10 @@ def test_cli_never_imports_worker() -> None:
 
 
 def test_help_loads_neither_database_nor_celery() -> None:
-    code = ("import sys; sys.argv = ['humanglue', '--help']\n"
-            "from humanglue_cli.main import main\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass")
+    code = (
+        "import sys; sys.argv = ['humanglue', '--help']\n"
+        "from humanglue_cli.main import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass"
+    )
     loaded = _modules_after(code)
     assert not loaded & {"sqlalchemy", "psycopg", "celery", "redis", "alembic", "kombu"}

@@ -56,10 +56,15 @@ def enrollments(site: Site, count: int) -> list[str]:
 
 def insert(site: Site, user: str, ident: str | None = None, ago: str = "0 seconds") -> str:
     ident = ident or new_id()
-    stamp = (f"now() - interval '{ago}'" if site.backend == "postgres"
-             else f"datetime('now', '-{ago}')")
-    site.sql("INSERT INTO notifications (id, user_id, type, title, message, created_at) "
-             f"VALUES (:i, :u, 'review', 't', 'm', {stamp})", i=ident, u=site.people[user])
+    stamp = (
+        f"now() - interval '{ago}'" if site.backend == "postgres" else f"datetime('now', '-{ago}')"
+    )
+    site.sql(
+        "INSERT INTO notifications (id, user_id, type, title, message, created_at) "
+        f"VALUES (:i, :u, 'review', 't', 'm', {stamp})",
+        i=ident,
+        u=site.people[user],
+    )
     return ident
 
 
@@ -86,8 +91,10 @@ def test_read_unread_delete_by_id_and_prefix(site: Site) -> None:
 
 
 def test_ambiguous_prefix_is_exit_2_naming_the_candidates(site: Site) -> None:
-    one, two = insert(site, "ada", "abcdef12-0000-4000-8000-000000000001"), insert(
-        site, "ada", "abcdef12-1111-4000-8000-000000000002")
+    one, two = (
+        insert(site, "ada", "abcdef12-0000-4000-8000-000000000001"),
+        insert(site, "ada", "abcdef12-1111-4000-8000-000000000002"),
+    )
     result = hg(site, "notifications", "read", "abcdef12", code=2)
     assert "ambiguous" in result.stderr and one in result.stderr and two in result.stderr
     assert site.count("read_at IS NOT NULL") == 0
@@ -97,8 +104,14 @@ def test_ambiguous_prefix_is_exit_2_naming_the_candidates(site: Site) -> None:
 @pytest.mark.parametrize("verb", ["read", "unread", "delete", "show"])
 def test_malformed_ids_are_exit_2_before_connecting(site: Site, verb: str) -> None:
     for bad in ("abc", "not-hex!", "0" * 40, "zzzzzzzz-zzzz-zzzz-zzzz-zzzzzzzzzzzz"):
-        hg(site, "notifications", verb, bad, code=2,
-           HUMANGLUE_DATABASE_URL="postgresql://postgres@127.0.0.1:1/none")
+        hg(
+            site,
+            "notifications",
+            verb,
+            bad,
+            code=2,
+            HUMANGLUE_DATABASE_URL="postgresql://postgres@127.0.0.1:1/none",
+        )
 
 
 def test_someone_elses_or_unknown_id_is_exit_3_and_nothing_changes(site: Site) -> None:
@@ -120,8 +133,11 @@ def test_read_all_marks_only_what_existed_when_it_started(site: Site) -> None:
     up_to = utcnow()
     late = insert(site, "ada")  # arrives after the command started
     with site.engine.begin() as conn:
-        conn.execute(sa.update(notifications).where(notifications.c.id == late)
-                     .values(created_at=up_to + timedelta(seconds=1)))
+        conn.execute(
+            sa.update(notifications)
+            .where(notifications.c.id == late)
+            .values(created_at=up_to + timedelta(seconds=1))
+        )
     with site.engine.begin() as conn:
         marked = inbox.read_all(conn, site.people["ada"], inbox.Filters(), up_to, utcnow())
     assert marked == 2
@@ -132,7 +148,9 @@ def test_read_all_by_type_and_count(site: Site) -> None:
     enrollments(site, 3)
     insert(site, "ada")
     assert hg_json(site, "notifications", "count") == {
-        "unread": 4, "by_type": {"enrollment": 3, "review": 1}}
+        "unread": 4,
+        "by_type": {"enrollment": 3, "review": 1},
+    }
     assert hg_json(site, "notifications", "read-all", "--type", "review") == {"updated": 1}
     assert hg_json(site, "notifications", "count") == {"unread": 3, "by_type": {"enrollment": 3}}
     assert hg(site, "notifications", "count").stdout.splitlines()[0] == "3 unread"
@@ -143,10 +161,16 @@ def test_read_all_by_type_and_count(site: Site) -> None:
 
 
 def presence(site: Site, user: str, status: str, ago: str) -> None:
-    stamp = (f"now() - interval '{ago}'" if site.backend == "postgres"
-             else f"datetime('now', '-{ago}')")
-    site.sql("INSERT INTO student_presence (user_id, device_id, status, last_seen_at) "
-             f"VALUES (:u, :d, :s, {stamp})", u=site.people[user], d=new_id(), s=status)
+    stamp = (
+        f"now() - interval '{ago}'" if site.backend == "postgres" else f"datetime('now', '-{ago}')"
+    )
+    site.sql(
+        "INSERT INTO student_presence (user_id, device_id, status, last_seen_at) "
+        f"VALUES (:u, :d, :s, {stamp})",
+        u=site.people[user],
+        d=new_id(),
+        s=status,
+    )
 
 
 def test_cleanup_dry_run_changes_nothing_and_the_run_deletes_only_expired(site: Site) -> None:
@@ -190,8 +214,10 @@ def test_bad_time_zone_is_exit_2(site: Site) -> None:
 
 
 def test_every_command_has_help_ending_in_an_example() -> None:
-    for args in (["notifications", name] for name in
-                 ("show", "read", "unread", "delete", "read-all", "count", "tail")):
+    for args in (
+        ["notifications", name]
+        for name in ("show", "read", "unread", "delete", "read-all", "count", "tail")
+    ):
         out = runner.invoke(app, [*args, "--help"]).stdout
         assert "Example: humanglue" in out, args
     assert "Example: " in runner.invoke(app, ["maintenance", "cleanup", "--help"]).stdout

@@ -33,10 +33,17 @@ COMMANDS = _commands()
 
 
 def test_every_contract_command_exists() -> None:
-    for path in [("db", "upgrade"), ("worker",), ("demo",), ("status",),
-                 ("maintenance", "cleanup"), ("events", "failed"), ("events", "retry")] + [
-        ("notifications", c) for c in ("list", "show", "tail", "read", "unread", "delete",
-                                       "read-all", "count", "send")
+    for path in [
+        ("db", "upgrade"),
+        ("worker",),
+        ("demo",),
+        ("status",),
+        ("maintenance", "cleanup"),
+        ("events", "failed"),
+        ("events", "retry"),
+    ] + [
+        ("notifications", c)
+        for c in ("list", "show", "tail", "read", "unread", "delete", "read-all", "count", "send")
     ]:
         assert path in COMMANDS
 

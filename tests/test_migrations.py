@@ -20,8 +20,11 @@ def test_migrations_equal_the_declared_models(empty_db: str) -> None:
     migrate.upgrade(engine)
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-        diff = [d for d in compare_metadata(ctx, metadata)
-                if not (d[0] == "remove_table" and d[1].name == migrate.VERSION_TABLE)]
+        diff = [
+            d
+            for d in compare_metadata(ctx, metadata)
+            if not (d[0] == "remove_table" and d[1].name == migrate.VERSION_TABLE)
+        ]
     engine.dispose()
     assert diff == []
 
@@ -55,9 +58,13 @@ def test_existing_platform_tables_are_left_alone(empty_db: str) -> None:
     with engine.begin() as conn:
         for ddl in platform_ddl("UUID" if conn.dialect.name == "postgresql" else "VARCHAR(36)"):
             conn.execute(sa.text(ddl))
-        conn.execute(sa.text("INSERT INTO profiles (id, email, role, avatar_url) VALUES "
-                             "('11111111-1111-4111-8111-111111111111', 'a@x.edu', "
-                             "'instructor', 'pic.png')"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO profiles (id, email, role, avatar_url) VALUES "
+                "('11111111-1111-4111-8111-111111111111', 'a@x.edu', "
+                "'instructor', 'pic.png')"
+            )
+        )
     migrate.upgrade(engine)
     with engine.connect() as conn:
         cols = {c["name"] for c in sa.inspect(conn).get_columns("profiles")}
@@ -66,11 +73,19 @@ def test_existing_platform_tables_are_left_alone(empty_db: str) -> None:
         assert sa.inspect(conn).has_table("hg_events")
     # A plain-SQL course edit of the platform's own extra column still fires rule 8.
     with engine.begin() as conn:
-        conn.execute(sa.text(
-            "INSERT INTO courses (id, instructor_id, title) VALUES ("
-            "'22222222-2222-4222-8222-222222222222', '11111111-1111-4111-8111-111111111111', 'C')"))
-        conn.execute(sa.text("UPDATE courses SET price_cents = 100, "
-                             "updated_by = '11111111-1111-4111-8111-111111111111'"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO courses (id, instructor_id, title) VALUES ("
+                "'22222222-2222-4222-8222-222222222222', "
+                "'11111111-1111-4111-8111-111111111111', 'C')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "UPDATE courses SET price_cents = 100, "
+                "updated_by = '11111111-1111-4111-8111-111111111111'"
+            )
+        )
         kinds = conn.execute(sa.text("SELECT kind, payload FROM hg_events")).all()
     assert [k.kind for k in kinds] == ["course.updated"]
     assert "price_cents" in str(kinds[0].payload)
@@ -107,8 +122,12 @@ def test_trigger_creation_waits_politely_for_a_busy_table() -> None:
         release = threading.Timer(4.0, holder.rollback)
         release.start()
         started = time.monotonic()
-        proc = subprocess.run([CLI, "--database-url", url, "db", "upgrade"], capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            [CLI, "--database-url", url, "db", "upgrade"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         release.join()
         holder.close()
         assert proc.returncode == 0, proc.stderr

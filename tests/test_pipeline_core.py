@@ -67,9 +67,12 @@ def test_a_database_error_in_a_batch_fails_only_its_culprit(site: Site) -> None:
     # foreign key on PostgreSQL; on SQLite (no FK checks by the platform) it is just missing.
     site.enroll()
     with site.engine.begin() as conn:
-        outbox.enqueue(conn, "announcement.sent", site.people["root"],
-                       {"title": "t", "message": "m", "to": ["not-a-uuid"], "role": None,
-                        "all": False})
+        outbox.enqueue(
+            conn,
+            "announcement.sent",
+            site.people["root"],
+            {"title": "t", "message": "m", "to": ["not-a-uuid"], "role": None, "all": False},
+        )
     result = pipeline.drain(site.engine)
     assert result.processed >= 1
     assert site.count("type = 'enrollment'") == 2
@@ -80,8 +83,11 @@ def test_announcement_fans_out_in_one_statement(site: Site) -> None:
 
     with site.engine.begin() as conn:
         root = directory.find_person(conn, "root@example.edu")
-        announcements.send(conn, root, announcements.Request(
-            role="student", title="Welcome", message="Term starts Monday"))
+        announcements.send(
+            conn,
+            root,
+            announcements.Request(role="student", title="Welcome", message="Term starts Monday"),
+        )
     result = pipeline.drain(site.engine)
     assert result.notified == 2
     rows = site.sql("SELECT title, priority FROM notifications")
@@ -89,21 +95,35 @@ def test_announcement_fans_out_in_one_statement(site: Site) -> None:
 
 
 def test_course_edit_by_non_instructor_notifies_no_one(site: Site) -> None:
-    site.sql("UPDATE courses SET title = 'X', updated_by = :u WHERE id = :c",
-             u=site.people["stu"], c=site.people["course"])
-    site.sql("UPDATE courses SET updated_at = CURRENT_TIMESTAMP, updated_by = :u WHERE id = :c",
-             u=site.people["ada"], c=site.people["course"])  # bookkeeping only: no event
+    site.sql(
+        "UPDATE courses SET title = 'X', updated_by = :u WHERE id = :c",
+        u=site.people["stu"],
+        c=site.people["course"],
+    )
+    site.sql(
+        "UPDATE courses SET updated_at = CURRENT_TIMESTAMP, updated_by = :u WHERE id = :c",
+        u=site.people["ada"],
+        c=site.people["course"],
+    )  # bookkeeping only: no event
     result = pipeline.drain(site.engine)
     assert (result.processed, result.notified) == (1, 0)
 
 
 def test_payment_to_workshop_reaches_its_instructor(site: Site) -> None:
     ws = new_id()
-    site.sql("INSERT INTO workshops (id, instructor_id, title) VALUES (:i, :c, 'Clay')",
-             i=ws, c=site.people["cy"])
+    site.sql(
+        "INSERT INTO workshops (id, instructor_id, title) VALUES (:i, :c, 'Clay')",
+        i=ws,
+        c=site.people["cy"],
+    )
     pay = new_id()
-    site.sql("INSERT INTO payments (id, user_id, workshop_id, amount_cents, status) "
-             "VALUES (:i, :u, :w, 1250, 'succeeded')", i=pay, u=site.people["sam"], w=ws)
+    site.sql(
+        "INSERT INTO payments (id, user_id, workshop_id, amount_cents, status) "
+        "VALUES (:i, :u, :w, 1250, 'succeeded')",
+        i=pay,
+        u=site.people["sam"],
+        w=ws,
+    )
     pipeline.drain(site.engine)
     (row,) = site.sql("SELECT user_id, message FROM notifications WHERE type = 'payment'")
     assert str(row.user_id) == site.people["cy"] and "12.50 USD" in row.message
@@ -122,7 +142,11 @@ def test_migrations_leave_an_existing_platform_alone(site: Site) -> None:
 def test_event_ids_are_never_reused_after_processing(site: Site) -> None:
     """Ledger keys of course edits and announcements name the event id (SQLite: AUTOINCREMENT)."""
     for title in ("II", "III"):
-        site.sql("UPDATE courses SET title = :t, updated_by = :u WHERE id = :c",
-                 t=title, u=site.people["bob"], c=site.people["course"])
+        site.sql(
+            "UPDATE courses SET title = :t, updated_by = :u WHERE id = :c",
+            t=title,
+            u=site.people["bob"],
+            c=site.people["course"],
+        )
         pipeline.drain(site.engine)
     assert site.count("type = 'co_instructor_update'") == 2

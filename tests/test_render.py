@@ -15,27 +15,43 @@ NOW = datetime(2024, 5, 10, 15, 0, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def note(title: str = "New enrollment in Deep Listening", *, read: bool = False,
-         message: str = "Stu enrolled in Deep Listening.", ago: timedelta = timedelta(0),
-         type_: str = "enrollment") -> Notification:
+def note(
+    title: str = "New enrollment in Deep Listening",
+    *,
+    read: bool = False,
+    message: str = "Stu enrolled in Deep Listening.",
+    ago: timedelta = timedelta(0),
+    type_: str = "enrollment",
+) -> Notification:
     return Notification(
-        id="3f2a9c1e-0000-4000-8000-000000000001", user_id="u", type=type_, title=title,
-        message=message, data={"course_id": "c"}, link=None, priority="normal",
-        read_at=NOW if read else None, created_at=NOW - ago)
+        id="3f2a9c1e-0000-4000-8000-000000000001",
+        user_id="u",
+        type=type_,
+        title=title,
+        message=message,
+        data={"course_id": "c"},
+        link=None,
+        priority="normal",
+        read_at=NOW if read else None,
+        created_at=NOW - ago,
+    )
 
 
-@pytest.mark.parametrize(("ago", "expected"), [
-    (timedelta(seconds=5), "just now"),
-    (timedelta(seconds=-20), "just now"),  # a clock a little ahead of ours
-    (timedelta(minutes=3, seconds=59), "3 min ago"),
-    (timedelta(hours=2, minutes=30), "2 h ago"),
-    (timedelta(hours=23, minutes=59), "23 h ago"),
-    (timedelta(hours=30), "yesterday"),
-    (timedelta(days=4), "4 days ago"),
-    (timedelta(days=40), "Mar 31"),
-    (timedelta(days=400), "2023-04-06"),
-    (timedelta(hours=-2), "2024-05-10 19:00"),  # far in the future: the time itself
-])
+@pytest.mark.parametrize(
+    ("ago", "expected"),
+    [
+        (timedelta(seconds=5), "just now"),
+        (timedelta(seconds=-20), "just now"),  # a clock a little ahead of ours
+        (timedelta(minutes=3, seconds=59), "3 min ago"),
+        (timedelta(hours=2, minutes=30), "2 h ago"),
+        (timedelta(hours=23, minutes=59), "23 h ago"),
+        (timedelta(hours=30), "yesterday"),
+        (timedelta(days=4), "4 days ago"),
+        (timedelta(days=40), "Mar 31"),
+        (timedelta(days=400), "2023-04-06"),
+        (timedelta(hours=-2), "2024-05-10 19:00"),  # far in the future: the time itself
+    ],
+)
 def test_relative_times(ago: timedelta, expected: str) -> None:
     assert render.relative(NOW - ago, NOW, BERLIN) == expected
 
@@ -74,7 +90,8 @@ def test_table_into_a_pipe_is_plain(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_table_on_a_terminal_has_colour_short_ids_and_relative_times(
-        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(render, "is_terminal", lambda: True)
     monkeypatch.setenv("COLUMNS", "150")
     monkeypatch.setenv("FORCE_COLOR", "1")
@@ -92,16 +109,31 @@ def test_detail_shows_every_field_and_data_as_json(capsys: pytest.CaptureFixture
     render.notification_detail(note(ago=timedelta(hours=3)), ZoneInfo("Asia/Tokyo"))
     out = capsys.readouterr().out
     assert "2024-05-10 21:00:00 JST" in out
-    for label in ("id:", "type:", "priority:", "created:", "read:", "title:", "message:",
-                  "link:", "user:", "data:"):
+    for label in (
+        "id:",
+        "type:",
+        "priority:",
+        "created:",
+        "read:",
+        "title:",
+        "message:",
+        "link:",
+        "user:",
+        "data:",
+    ):
         assert label in out
     assert '"course_id": "c"' in out and "\x1b" not in out
 
 
 def test_cleanup_report_names_cutoffs_and_counts(capsys: pytest.CaptureFixture[str]) -> None:
-    result = {"dry_run": True, "cutoffs": {"notifications": "2024-04-10T15:00:00+00:00",
-                                           "presence": "2024-05-09T15:00:00+00:00"},
-              "deleted": {"notifications": 2, "presence": 1}}
+    result = {
+        "dry_run": True,
+        "cutoffs": {
+            "notifications": "2024-04-10T15:00:00+00:00",
+            "presence": "2024-05-09T15:00:00+00:00",
+        },
+        "deleted": {"notifications": 2, "presence": 1},
+    }
     render.cleanup_report(result, UTC, {"notifications": "30d", "presence": "24h"})
     out, err = capsys.readouterr()
     assert "notifications: would delete 2 created before 2024-04-10 15:00:00 UTC" in out

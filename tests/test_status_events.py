@@ -46,10 +46,15 @@ def pending_event(site: Site, due_seconds_ago: int = 0) -> int:
     with site.engine.begin() as conn:
         event_id = outbox.enqueue(conn, "bogus.kind", "y", {})
     if due_seconds_ago:
-        earlier = (f"datetime('now', '-{due_seconds_ago} seconds')" if site.backend == "sqlite"
-                   else f"now() - interval '{due_seconds_ago} seconds'")
-        site.sql(f"UPDATE hg_events SET created_at = {earlier}, available_at = {earlier} "
-                 "WHERE id = :i", i=event_id)
+        earlier = (
+            f"datetime('now', '-{due_seconds_ago} seconds')"
+            if site.backend == "sqlite"
+            else f"now() - interval '{due_seconds_ago} seconds'"
+        )
+        site.sql(
+            f"UPDATE hg_events SET created_at = {earlier}, available_at = {earlier} WHERE id = :i",
+            i=event_id,
+        )
     return event_id
 
 
@@ -81,7 +86,11 @@ def test_status_is_healthy_on_a_fresh_database_with_a_live_worker(site: Site) ->
     assert report["checks"]["broker"]["configured"] is False
     (worker,) = report["checks"]["workers"]["seen"]
     assert (worker["kind"], worker["hostname"], worker["pid"], worker["processed"]) == (
-        "embedded", "testhost", 4242, 17)
+        "embedded",
+        "testhost",
+        4242,
+        17,
+    )
     assert report["checks"]["cleanup"]["last_run_at"] is not None
     assert report["checks"]["backlog"]["pending"] == 0
 
@@ -112,7 +121,10 @@ def test_a_failed_event_is_unhealthy(site: Site) -> None:
     assert code == 1
     assert report["healthy"] is False
     assert report["checks"]["failed_events"] == {
-        "status": "fail", "count": 1, "message": report["checks"]["failed_events"]["message"]}
+        "status": "fail",
+        "count": 1,
+        "message": report["checks"]["failed_events"]["message"],
+    }
     result = hg(site.url, "status")
     assert result.exit_code == 1
     assert "FAIL  failed events" in result.stdout
@@ -196,21 +208,25 @@ def test_failed_events_are_listed(site: Site) -> None:
     assert [i["id"] for i in out["items"]] == [str(first), str(second)]
     item = out["items"][0]
     assert {k: item[k] for k in ("kind", "entity_id", "attempts")} == {
-        "kind": "bogus.kind", "entity_id": "e-1", "attempts": outbox.MAX_ATTEMPTS}
+        "kind": "bogus.kind",
+        "entity_id": "e-1",
+        "attempts": outbox.MAX_ATTEMPTS,
+    }
     assert "bogus.kind" in item["last_error"] and item["failed_at"].endswith("+00:00")
     limited = json.loads(hg(site.url, "events", "failed", "--json", "--limit", "1").stdout)
     assert (len(limited["items"]), limited["total"]) == (1, 2)
     human = hg(site.url, "events", "failed")
     assert human.exit_code == 0
-    assert [line.split()[0] for line in human.stdout.splitlines()[1:]] == [
-        str(first), str(second)]
+    assert [line.split()[0] for line in human.stdout.splitlines()[1:]] == [str(first), str(second)]
 
 
 def test_no_failed_events_is_an_empty_success(site: Site) -> None:
     result = hg(site.url, "events", "failed")
     assert (result.exit_code, result.stdout) == (0, "")
     assert json.loads(hg(site.url, "events", "failed", "--json").stdout) == {
-        "items": [], "total": 0}
+        "items": [],
+        "total": 0,
+    }
     assert hg(site.url, "events", "failed", "--limit", "0").exit_code == 2
 
 

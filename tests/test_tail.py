@@ -24,12 +24,19 @@ class Tail:
 
     def __init__(self, site: Site, running: list[Tail], *args: str, **env: str) -> None:
         self.proc = subprocess.Popen(
-            [CLI, "notifications", "tail", "--json", *args], env=site.env(email("ada"), **env),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+            [CLI, "notifications", "tail", "--json", *args],
+            env=site.env(email("ada"), **env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.errors: list[str] = []
-        self.pumps = [threading.Thread(target=self._pump, args=args, daemon=True) for args in
-                      ((self.proc.stdout, self.lines.put), (self.proc.stderr, self.errors.append))]
+        self.pumps = [
+            threading.Thread(target=self._pump, args=args, daemon=True)
+            for args in ((self.proc.stdout, self.lines.put), (self.proc.stderr, self.errors.append))
+        ]
         for pump in self.pumps:
             pump.start()
         running.append(self)  # killed after the test whatever happens
@@ -94,18 +101,27 @@ def notify_ada(site: Site, count: int = 1) -> None:
 
 def ada_ids(site: Site) -> list[str]:
     """Ada's notification ids, oldest first."""
-    rows = site.sql("SELECT id FROM notifications WHERE user_id = :u ORDER BY created_at, id",
-                    u=site.people["ada"])
+    rows = site.sql(
+        "SELECT id FROM notifications WHERE user_id = :u ORDER BY created_at, id",
+        u=site.people["ada"],
+    )
     return [str(r.id) for r in rows]
 
 
 def insert_late(site: Site, seconds: int) -> str:
     """A row written with a created_at in the past, as a transaction committing late leaves."""
     ident = new_id()
-    stamp = (f"now() - interval '{seconds} seconds'" if site.backend == "postgres"
-             else f"datetime('now', '-{seconds} seconds')")
-    site.sql("INSERT INTO notifications (id, user_id, type, title, message, created_at) "
-             f"VALUES (:i, :u, 'review', 'late', 'm', {stamp})", i=ident, u=site.people["ada"])
+    stamp = (
+        f"now() - interval '{seconds} seconds'"
+        if site.backend == "postgres"
+        else f"datetime('now', '-{seconds} seconds')"
+    )
+    site.sql(
+        "INSERT INTO notifications (id, user_id, type, title, message, created_at) "
+        f"VALUES (:i, :u, 'review', 'late', 'm', {stamp})",
+        i=ident,
+        u=site.people["ada"],
+    )
     return ident
 
 
@@ -136,8 +152,7 @@ def test_a_late_committed_row_is_delivered_exactly_once(site: Site, tails: list[
     assert first["id"] != late
 
 
-def test_a_transaction_that_commits_late_is_not_skipped(pg_site: Site,
-                                                       tails: list[Tail]) -> None:
+def test_a_transaction_that_commits_late_is_not_skipped(pg_site: Site, tails: list[Tail]) -> None:
     """PostgreSQL's created_at is its transaction's start: commit order is not created_at order."""
     site = pg_site
     tail = Tail(site, tails, "-n", "0").ready()
@@ -146,9 +161,13 @@ def test_a_transaction_that_commits_late_is_not_skipped(pg_site: Site,
     slow_id = new_id()
     with site.engine.connect() as slow:
         with slow.begin():
-            slow.execute(sa.text(
-                "INSERT INTO notifications (id, user_id, type, title, message) "
-                "VALUES (:i, :u, 'review', 'slow', 'm')"), {"i": slow_id, "u": site.people["ada"]})
+            slow.execute(
+                sa.text(
+                    "INSERT INTO notifications (id, user_id, type, title, message) "
+                    "VALUES (:i, :u, 'review', 'slow', 'm')"
+                ),
+                {"i": slow_id, "u": site.people["ada"]},
+            )
             time.sleep(0.3)
             notify_ada(site)  # commits first, with a later created_at
             quick = tail.next()
@@ -169,12 +188,10 @@ def test_signals_end_it_with_exit_0(site: Site, tails: list[Tail], sig: int) -> 
 
 def test_no_follow_exits_after_the_backlog(site: Site) -> None:
     notify_ada(site, 3)
-    proc = site.hg("notifications", "tail", "-n", "2", "--no-follow", "--json",
-                   user=email("ada"))
+    proc = site.hg("notifications", "tail", "-n", "2", "--no-follow", "--json", user=email("ada"))
     ids = [json.loads(line)["id"] for line in proc.stdout.splitlines()]
     assert ids == ada_ids(site)[-2:]
-    plain = site.hg("notifications", "tail", "--no-follow", "--type", "review",
-                    user=email("ada"))
+    plain = site.hg("notifications", "tail", "--no-follow", "--type", "review", user=email("ada"))
     assert plain.stdout == "" and plain.returncode == 0
 
 
@@ -192,8 +209,9 @@ def test_outage_is_waited_out_and_caught_up(pg_site: Site, tails: list[Tail]) ->
     proxy.start()
     try:
         url = sa.make_url(site.url).set(host="127.0.0.1", port=proxy.port)
-        tail = Tail(site, tails, "-n", "0",
-                    HUMANGLUE_DATABASE_URL=url.render_as_string(False)).ready()
+        tail = Tail(
+            site, tails, "-n", "0", HUMANGLUE_DATABASE_URL=url.render_as_string(False)
+        ).ready()
         notify_ada(site)
         tail.next()
         proxy.cut()
@@ -210,14 +228,20 @@ def test_outage_is_waited_out_and_caught_up(pg_site: Site, tails: list[Tail]) ->
         proxy.cut()
 
 
-def test_unreachable_at_start_is_retried_but_no_follow_is_exit_5(pg_site: Site,
-                                                                 tails: list[Tail]) -> None:
+def test_unreachable_at_start_is_retried_but_no_follow_is_exit_5(
+    pg_site: Site, tails: list[Tail]
+) -> None:
     nowhere = "postgresql://postgres@127.0.0.1:1/none"
     tail = Tail(pg_site, tails, HUMANGLUE_DATABASE_URL=nowhere)
-    wait_until(lambda: tail.said("database unavailable") and tail.said("retrying in"),
-               timeout=20)
+    wait_until(lambda: tail.said("database unavailable") and tail.said("retrying in"), timeout=20)
     assert tail.proc.poll() is None
     assert tail.stop() == 0
-    once = pg_site.hg("notifications", "tail", "--no-follow", user=email("ada"), check=False,
-                      HUMANGLUE_DATABASE_URL=nowhere)
+    once = pg_site.hg(
+        "notifications",
+        "tail",
+        "--no-follow",
+        user=email("ada"),
+        check=False,
+        HUMANGLUE_DATABASE_URL=nowhere,
+    )
     assert once.returncode == 5 and "Traceback" not in once.stderr

@@ -46,12 +46,15 @@ def shared_broker(redis_url: str) -> str:
 
 
 def test_plain_sql_enrollment_reaches_both_instructors_within_a_second(
-        site: Site, shared_broker: str, workers: list[Worker]) -> None:
+    site: Site, shared_broker: str, workers: list[Worker]
+) -> None:
     worker = celery_worker(site, shared_broker)
     workers.append(worker)
     found = latencies(site)
-    print(f"\n{site.backend} celery: commit -> notification p50 "
-          f"{statistics.median(found) * 1000:.0f} ms, max {max(found) * 1000:.0f} ms")
+    print(
+        f"\n{site.backend} celery: commit -> notification p50 "
+        f"{statistics.median(found) * 1000:.0f} ms, max {max(found) * 1000:.0f} ms"
+    )
     assert max(found) < 1.0, found
     assert_exactly_once(site, len(found))
     assert worker.stop() == 0, worker.log[-3000:]  # a warm shutdown
@@ -59,7 +62,8 @@ def test_plain_sql_enrollment_reaches_both_instructors_within_a_second(
 
 
 def test_two_workers_process_300_events_exactly_once(
-        pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]) -> None:
+    pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]
+) -> None:
     workers += [celery_worker(pg_site, private_redis.url) for _ in range(2)]
     stream(pg_site, 300)
     wait_until(lambda: all_notified(pg_site, 300), timeout=RECOVERY)
@@ -67,7 +71,8 @@ def test_two_workers_process_300_events_exactly_once(
 
 
 def test_sigkill_mid_stream_loses_and_doubles_nothing(
-        pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]) -> None:
+    pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]
+) -> None:
     first = celery_worker(pg_site, private_redis.url)
     workers.append(first)
     writer = threading.Thread(target=stream, args=(pg_site, 300), kwargs={"per_commit": 5})
@@ -84,7 +89,8 @@ def test_sigkill_mid_stream_loses_and_doubles_nothing(
 
 
 def test_redis_restart_mid_stream_loses_and_doubles_nothing(
-        pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]) -> None:
+    pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]
+) -> None:
     worker = celery_worker(pg_site, private_redis.url)
     workers.append(worker)
     stream(pg_site, 100)
@@ -113,12 +119,17 @@ def test_redis_restart_mid_stream_loses_and_doubles_nothing(
 
 
 def waiting_on_locks(site: Site) -> int:
-    return int(site.sql("SELECT count(*) FROM pg_stat_activity WHERE datname = "
-                        "current_database() AND wait_event_type = 'Lock'")[0][0])
+    return int(
+        site.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+            "current_database() AND wait_event_type = 'Lock'"
+        )[0][0]
+    )
 
 
 def test_broker_down_the_poller_processes_the_outbox(
-        pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]) -> None:
+    pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]
+) -> None:
     worker = celery_worker(pg_site, private_redis.url)
     workers.append(worker)
     private_redis.stop()
@@ -132,15 +143,27 @@ def test_broker_down_the_poller_processes_the_outbox(
     assert_exactly_once(pg_site, 52)
 
 
-def test_celery_entry_points_start(pg_site: Site, private_redis: PrivateRedis,
-                                   workers: list[Worker]) -> None:
+def test_celery_entry_points_start(
+    pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]
+) -> None:
     """CONTRACT §1: `celery -A worker worker` and `celery -A worker beat` work."""
     celery = [sys.executable, "-m", "celery", "-A", "worker"]
     env = {"HUMANGLUE_BROKER_URL": private_redis.url}
-    plain = Worker(pg_site, program=[*celery, "worker", "--concurrency", "1",
-                                     "--loglevel", "INFO"], **env)
-    beat = Worker(pg_site, program=[*celery, "beat", "--loglevel", "INFO", "--schedule",
-                                    str(pg_site.home / "beat-schedule")], **env)
+    plain = Worker(
+        pg_site, program=[*celery, "worker", "--concurrency", "1", "--loglevel", "INFO"], **env
+    )
+    beat = Worker(
+        pg_site,
+        program=[
+            *celery,
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(pg_site.home / "beat-schedule"),
+        ],
+        **env,
+    )
     workers += [plain, beat]
     plain.ready(says=" ready.").ready()
     beat.ready(says="beat: Starting")

@@ -32,16 +32,23 @@ class Worker:
     """A `humanglue worker ARGS` process (or `program`), in a session of its own so that it is
     killed with its whole process group; its stdout and stderr go to `log_path`."""
 
-    def __init__(self, site: Site, *args: str, program: list[str] | None = None,
-                 **env: str) -> None:
+    def __init__(
+        self, site: Site, *args: str, program: list[str] | None = None, **env: str
+    ) -> None:
         # Site.spawn's way, but closing our copy of the log file (it leaks a ResourceWarning).
         self.site = site
         self.log_path = site.home / f"worker-{uuid.uuid4().hex[:6]}.log"
         with self.log_path.open("w") as log:
             self.proc = subprocess.Popen(
-                program or [CLI, "worker", *args], env=site.env(**env), text=True, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                cwd=site.home)
+                program or [CLI, "worker", *args],
+                env=site.env(**env),
+                text=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=site.home,
+            )
 
     @property
     def log(self) -> str:
@@ -101,8 +108,9 @@ def assert_exactly_once(site: Site, enrollments: int) -> None:
     dupes = site.sql(
         "SELECT user_id, data ->> 'enrollment_id' AS e, count(*) FROM notifications "
         "WHERE type = 'enrollment' GROUP BY 1, 2 HAVING count(*) > 1"
-        if site.backend == "postgres" else
-        "SELECT user_id, json_extract(data, '$.enrollment_id') AS e, count(*) FROM notifications "
+        if site.backend == "postgres"
+        else "SELECT user_id, json_extract(data, '$.enrollment_id') AS e, count(*) "
+        "FROM notifications "
         "WHERE type = 'enrollment' GROUP BY 1, 2 HAVING count(*) > 1"
     )
     assert dupes == []
@@ -133,11 +141,14 @@ def latencies(site: Site, samples: int = 5) -> list[float]:
 
 
 def test_plain_sql_enrollment_reaches_both_instructors_within_a_second(
-        site: Site, workers: list[Worker]) -> None:
+    site: Site, workers: list[Worker]
+) -> None:
     workers.append(Worker(site).ready())
     found = latencies(site)
-    print(f"\n{site.backend} embedded: commit -> notification p50 "
-          f"{statistics.median(found) * 1000:.0f} ms, max {max(found) * 1000:.0f} ms")
+    print(
+        f"\n{site.backend} embedded: commit -> notification p50 "
+        f"{statistics.median(found) * 1000:.0f} ms, max {max(found) * 1000:.0f} ms"
+    )
     assert max(found) < 1.0, found
     assert_exactly_once(site, len(found))
 
@@ -176,13 +187,18 @@ def test_completed_reopened_completed_notifies_once(site: Site, workers: list[Wo
 
 
 def test_each_course_edit_notifies_through_a_running_worker(
-        site: Site, workers: list[Worker]) -> None:
+    site: Site, workers: list[Worker]
+) -> None:
     # Each edit is its own event: ledger keys name the event id, which is never reused
     # (SQLite: AUTOINCREMENT on hg_events, or a processed row's id would come back).
     workers.append(Worker(site).ready())
     for title in ("Deep Listening II", "Deep Listening III"):
-        site.sql("UPDATE courses SET title = :t, updated_by = :u WHERE id = :c",
-                 t=title, u=site.people["bob"], c=site.people["course"])
+        site.sql(
+            "UPDATE courses SET title = :t, updated_by = :u WHERE id = :c",
+            t=title,
+            u=site.people["bob"],
+            c=site.people["course"],
+        )
         wait_until(lambda: site.pending() == 0, timeout=5)
     assert site.count("type = 'co_instructor_update'") == 2  # to ada, once per edit
 
@@ -221,12 +237,17 @@ def test_burst_on_an_unreachable_database_is_exit_5() -> None:
 
 
 def humanglue(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CLI, *args], env={**os.environ, "HUMANGLUE_DATABASE_URL": database_url},
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [CLI, *args],
+        env={**os.environ, "HUMANGLUE_DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def test_embedded_worker_waits_out_a_database_outage(pg_site: Site,
-                                                     workers: list[Worker]) -> None:
+def test_embedded_worker_waits_out_a_database_outage(pg_site: Site, workers: list[Worker]) -> None:
     url = sa.make_url(pg_site.url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
     proxy.start()

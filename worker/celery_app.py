@@ -36,8 +36,11 @@ app.conf.update(
     # long before, so it only bounds how long a lost message lingers in Redis.
     # Publishing a wake-up fails fast while the broker is down (the poller re-sends every
     # second or two): no reconnect loop inside `send_task`, no long connect to a dead host.
-    broker_transport_options={"visibility_timeout": 300, "socket_connect_timeout": 2,
-                              "max_retries": 0},
+    broker_transport_options={
+        "visibility_timeout": 300,
+        "socket_connect_timeout": 2,
+        "max_retries": 0,
+    },
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,
     # Reconnect within seconds of a broker outage and survive it (worker/consumer.py).

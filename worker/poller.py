@@ -41,8 +41,9 @@ class OutboxPoller(bootsteps.StartStopStep):
         self._thread: threading.Thread | None = None
 
     def start(self, parent: Any) -> None:
-        self._thread = threading.Thread(target=self._run, args=(parent.app,),
-                                        name="humanglue-poller", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(parent.app,), name="humanglue-poller", daemon=True
+        )
         self._thread.start()
 
     def stop(self, parent: Any) -> None:
@@ -117,17 +118,26 @@ class PollLoop:
     def _drain_here(self, now: float, tasks: Any) -> None:
         if now - self.stall_logged >= STALL_LOG_EVERY:
             self.stall_logged = now
-            log.warning("event %s has waited %.1fs despite wake-ups (broker down or consumer "
-                        "stalled): processing the outbox in the poller", self.due,
-                        now - self.due_since)
+            log.warning(
+                "event %s has waited %.1fs despite wake-ups (broker down or consumer "
+                "stalled): processing the outbox in the poller",
+                self.due,
+                now - self.due_since,
+            )
         self.due = None  # next tick: wake at once for what is left, then wait STALL again
         try:
             result = tasks.drain(DRAIN_BUDGET)
         except Exception as error:
             text = str(error).strip()
-            log.warning("poller could not process the outbox: %s",
-                        text.splitlines()[0] if text else type(error).__name__)
+            log.warning(
+                "poller could not process the outbox: %s",
+                text.splitlines()[0] if text else type(error).__name__,
+            )
             return
         if result.claimed:
-            log.info("poller processed %d events, %d notifications, %d failed",
-                     result.processed, result.notified, result.failed)
+            log.info(
+                "poller processed %d events, %d notifications, %d failed",
+                result.processed,
+                result.notified,
+                result.failed,
+            )

@@ -31,25 +31,56 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     ctx: typer.Context,
-    database_url: Annotated[str | None, typer.Option(
-        "--database-url", help="SQLAlchemy URL [env HUMANGLUE_DATABASE_URL; default: SQLite "
-        "in the user data dir]", show_default=False)] = None,
-    broker_url: Annotated[str | None, typer.Option(
-        "--broker-url", help="Celery broker, e.g. redis://localhost:6379/0 "
-        "[env HUMANGLUE_BROKER_URL; default: none, the embedded worker]")] = None,
-    user: Annotated[str | None, typer.Option(
-        "--user", "-u", help="acting user, email or id [env HUMANGLUE_USER]")] = None,
-    config: Annotated[str | None, typer.Option(
-        "--config", help="config file [env HUMANGLUE_CONFIG; default: "
-        "$XDG_CONFIG_HOME/humanglue/config.toml]")] = None,
-    tz: Annotated[str | None, typer.Option(
-        "--tz", help="display time zone [env HUMANGLUE_TZ; default: the system's]")] = None,
-    version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True, help="print the version and exit")] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="SQLAlchemy URL [env HUMANGLUE_DATABASE_URL; default: SQLite "
+            "in the user data dir]",
+            show_default=False,
+        ),
+    ] = None,
+    broker_url: Annotated[
+        str | None,
+        typer.Option(
+            "--broker-url",
+            help="Celery broker, e.g. redis://localhost:6379/0 "
+            "[env HUMANGLUE_BROKER_URL; default: none, the embedded worker]",
+        ),
+    ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", "-u", help="acting user, email or id [env HUMANGLUE_USER]"),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            help="config file [env HUMANGLUE_CONFIG; default: "
+            "$XDG_CONFIG_HOME/humanglue/config.toml]",
+        ),
+    ] = None,
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", help="display time zone [env HUMANGLUE_TZ; default: the system's]"),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
 ) -> None:
     """Real-time notifications for the HumanGlue course platform."""
-    ctx.obj = Runtime(flags={"database_url": database_url, "broker_url": broker_url,
-                             "user": user, "config": config, "tz": tz})
+    ctx.obj = Runtime(
+        flags={
+            "database_url": database_url,
+            "broker_url": broker_url,
+            "user": user,
+            "config": config,
+            "tz": tz,
+        }
+    )
 
 
 app.add_typer(db.app, name="db")

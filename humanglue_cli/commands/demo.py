@@ -29,10 +29,12 @@ LOOK_BACK = timedelta(seconds=5)  # the last look re-reads this far back before 
 
 def demo(
     ctx: typer.Context,
-    seconds: Annotated[float, typer.Option(
-        "--seconds", help="how long the simulated activity lasts")] = 60.0,
-    speed: Annotated[float, typer.Option(
-        "--speed", help="changes per 2 seconds (2 = twice as busy)")] = 1.0,
+    seconds: Annotated[
+        float, typer.Option("--seconds", help="how long the simulated activity lasts")
+    ] = 60.0,
+    speed: Annotated[
+        float, typer.Option("--speed", help="changes per 2 seconds (2 = twice as busy)")
+    ] = 1.0,
 ) -> None:
     """Tour the tool: a sample platform, simulated activity, notifications live.
 
@@ -49,8 +51,9 @@ def demo(
     path = sample.new_database_path()
     _say(f"demo database: {path} (your configured database is not touched)")
     stop = threading.Event()
-    handlers = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    handlers = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     engine = create_engine(f"sqlite:///{path}")
     try:
         migrate.upgrade(engine)
@@ -67,17 +70,21 @@ def _say(text: str) -> None:
     typer.echo(f"humanglue: {text}", err=True)
 
 
-def _run(engine: sa.Engine, cast: Cast, seconds: float, interval: float,
-         stop: threading.Event) -> int:
+def _run(
+    engine: sa.Engine, cast: Cast, seconds: float, interval: float, stop: threading.Event
+) -> int:
     """The platform in one thread, the worker in another; the owner's inbox followed here."""
     from humanglue_cli.core import embedded, inbox, tail
 
     courses = " and ".join(title for title, _ in cast.courses.values())
-    _say(f"sample platform: {cast.owner.name} teaches {courses} (co-instructor "
-         f"{cast.co_instructor.name}); {len(cast.students)} students")
+    _say(
+        f"sample platform: {cast.owner.name} teaches {courses} (co-instructor "
+        f"{cast.co_instructor.name}); {len(cast.students)} students"
+    )
     worker_stop, feed_stop = threading.Event(), threading.Event()
-    worker = threading.Thread(target=embedded.run, args=(engine, worker_stop),
-                              name="humanglue-demo-worker", daemon=True)
+    worker = threading.Thread(
+        target=embedded.run, args=(engine, worker_stop), name="humanglue-demo-worker", daemon=True
+    )
     worker.start()
     _say(f"embedded worker started; {seconds:g}s of platform activity, Ctrl-C ends it early")
     _say(f"{cast.owner.name}'s notifications, as they arrive:")
@@ -88,13 +95,15 @@ def _run(engine: sa.Engine, cast: Cast, seconds: float, interval: float,
         platform.start()
         # A backlog larger than the demo ever makes: whatever came before the first look is
         # shown too, so no notification is taken for "already there".
-        for n in tail.follow(read, cast.owner.id, inbox.Filters(), feed_stop, backlog=1000,
-                             on_status=_say):
+        for n in tail.follow(
+            read, cast.owner.id, inbox.Filters(), feed_stop, backlog=1000, on_status=_say
+        ):
             printer.show(n)
         platform.join()
         with read() as conn:  # the last look, after the worker has settled
-            for n in inbox.created_since(conn, cast.owner.id, inbox.Filters(),
-                                         printer.started - LOOK_BACK):
+            for n in inbox.created_since(
+                conn, cast.owner.id, inbox.Filters(), printer.started - LOOK_BACK
+            ):
                 printer.show(n)
     finally:
         feed_stop.set()
@@ -119,8 +128,15 @@ class _Platform(threading.Thread):
     """Makes a change every `interval` until the time is up (or Ctrl-C), then lets the
     worker settle and ends the follow."""
 
-    def __init__(self, engine: sa.Engine, cast: Cast, seconds: float, interval: float,
-                 stop: threading.Event, done: threading.Event) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        cast: Cast,
+        seconds: float,
+        interval: float,
+        stop: threading.Event,
+        done: threading.Event,
+    ) -> None:
         from humanglue_cli.core import demo as sample
 
         super().__init__(name="humanglue-demo-platform", daemon=True)
@@ -199,4 +215,3 @@ def _closing(path: Path, cast: Cast, shown: int, interrupted: bool) -> None:
         f"HUMANGLUE_USER={sample.OWNER_EMAIL}",
     ]
     typer.echo("\n".join(lines), err=True)
-

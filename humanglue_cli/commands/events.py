@@ -46,8 +46,10 @@ def failed(
         return
     typer.echo(f"{'ID':>8}  {'FAILED AT':<19}  {'KIND':<30}  {'ENTITY':<36}  TRIES  LAST ERROR")
     for r in rows[:limit]:
-        typer.echo(f"{r.id:>8}  {_local(r.failed_at, rt.settings.tz):<19}  {r.kind:<30}  "
-                   f"{r.entity_id:<36}  {r.attempts:>5}  {_one_line(r.last_error)}")
+        typer.echo(
+            f"{r.id:>8}  {_local(r.failed_at, rt.settings.tz):<19}  {r.kind:<30}  "
+            f"{r.entity_id:<36}  {r.attempts:>5}  {_one_line(r.last_error)}"
+        )
     if total > limit:
         typer.echo(f"{total - limit} more: raise --limit (up to 1000)", err=True)
 
@@ -55,9 +57,14 @@ def failed(
 @app.command()
 def retry(
     ctx: typer.Context,
-    ids: Annotated[list[str] | None, typer.Argument(
-        metavar="ID", show_default=False,
-        help="ids of failed events (see `humanglue events failed`)")] = None,
+    ids: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="ID",
+            show_default=False,
+            help="ids of failed events (see `humanglue events failed`)",
+        ),
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="every failed event")] = False,
     json_out: JsonOpt = False,
 ) -> None:
@@ -97,9 +104,16 @@ def _parse_ids(ids: list[str], all_: bool) -> list[int] | None:
 
 def _event_json(row: Any) -> dict[str, Any]:
     payload = json.loads(row.payload) if isinstance(row.payload, str) else row.payload
-    return {"id": str(row.id), "kind": row.kind, "entity_id": row.entity_id,
-            "attempts": row.attempts, "created_at": _iso(row.created_at),
-            "failed_at": _iso(row.failed_at), "last_error": row.last_error, "payload": payload}
+    return {
+        "id": str(row.id),
+        "kind": row.kind,
+        "entity_id": row.entity_id,
+        "attempts": row.attempts,
+        "created_at": _iso(row.created_at),
+        "failed_at": _iso(row.failed_at),
+        "last_error": row.last_error,
+        "payload": payload,
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

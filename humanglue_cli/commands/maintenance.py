@@ -15,8 +15,9 @@ app = typer.Typer(cls=Group, no_args_is_help=True, help="Scheduled maintenance (
 @app.command()
 def cleanup(
     ctx: typer.Context,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="count what would be deleted, delete nothing")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="count what would be deleted, delete nothing")
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON (CONTRACT §3)")] = False,
 ) -> None:
     """Delete notifications and presence rows past their retention.
@@ -34,6 +35,11 @@ def cleanup(
     if json_out:
         typer.echo(json.dumps(result))
         return
-    render.cleanup_report(result, tz, retention={
-        "notifications": format_duration(settings.notification_retention),
-        "presence": format_duration(settings.presence_retention)})
+    render.cleanup_report(
+        result,
+        tz,
+        retention={
+            "notifications": format_duration(settings.notification_retention),
+            "presence": format_duration(settings.presence_retention),
+        },
+    )

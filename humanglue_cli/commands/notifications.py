@@ -21,13 +21,21 @@ if TYPE_CHECKING:
 
 app = typer.Typer(cls=Group, no_args_is_help=True, help="Your notifications.")
 
-TypeOpt = Annotated[list[str] | None, typer.Option(
-    "--type", "-t", help="only this type (repeatable)", show_default=False)]
+TypeOpt = Annotated[
+    list[str] | None,
+    typer.Option("--type", "-t", help="only this type (repeatable)", show_default=False),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON (CONTRACT §3)")]
 
 
-def _filters(unread: bool = False, read: bool = False, types: list[str] | None = None,
-             course: str | None = None, since: str | None = None, until: str | None = None):  # type: ignore[no-untyped-def]
+def _filters(
+    unread: bool = False,
+    read: bool = False,
+    types: list[str] | None = None,
+    course: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+):  # type: ignore[no-untyped-def]
     from humanglue_cli.core.errors import BadInput
     from humanglue_cli.core.inbox import Filters
     from humanglue_cli.core.settings import parse_when
@@ -49,15 +57,21 @@ def list_(
     unread: Annotated[bool, typer.Option("--unread", help="only unread")] = False,
     read: Annotated[bool, typer.Option("--read", help="only read")] = False,
     type_: TypeOpt = None,
-    course: Annotated[str | None, typer.Option("--course", help="only about this course id")]
-    = None,
-    since: Annotated[str | None, typer.Option(
-        "--since", help="created at or after: a duration ago (1h, 7d) or ISO-8601")] = None,
-    until: Annotated[str | None, typer.Option(
-        "--until", help="created before: a duration ago or ISO-8601")] = None,
+    course: Annotated[
+        str | None, typer.Option("--course", help="only about this course id")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="created at or after: a duration ago (1h, 7d) or ISO-8601"),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="created before: a duration ago or ISO-8601")
+    ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="page size, 1-1000")] = 20,
-    cursor: Annotated[str | None, typer.Option(
-        "--cursor", help="continue after a previous page (its next_cursor)")] = None,
+    cursor: Annotated[
+        str | None,
+        typer.Option("--cursor", help="continue after a previous page (its next_cursor)"),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """List your notifications, newest first, a page at a time.
@@ -78,8 +92,11 @@ def list_(
         user = rt.acting_user(conn)
         page = inbox.list_page(conn, user.id, filters, limit, cursor)
     if json_out:
-        typer.echo(json.dumps({"items": [n.to_json() for n in page.items],
-                               "next_cursor": page.next_cursor}))
+        typer.echo(
+            json.dumps(
+                {"items": [n.to_json() for n in page.items], "next_cursor": page.next_cursor}
+            )
+        )
         return
     render.notification_table(page.items, tz)
     if page.next_cursor:
@@ -89,16 +106,20 @@ def list_(
 @app.command()
 def send(
     ctx: typer.Context,
-    to: Annotated[list[str] | None, typer.Option("--to", help="recipient email (repeatable)")]
-    = None,
-    role: Annotated[str | None, typer.Option(
-        "--role", help="everyone with this role: student, instructor, admin")] = None,
+    to: Annotated[
+        list[str] | None, typer.Option("--to", help="recipient email (repeatable)")
+    ] = None,
+    role: Annotated[
+        str | None,
+        typer.Option("--role", help="everyone with this role: student, instructor, admin"),
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="everyone")] = False,
     title: Annotated[str, typer.Option("--title", help="the announcement's title")] = "",
     message: Annotated[str, typer.Option("--message", help="its text")] = "",
     link: Annotated[str | None, typer.Option("--link", help="a URL to open")] = None,
-    priority: Annotated[str, typer.Option(
-        "--priority", help="low, normal, high or urgent")] = "normal",
+    priority: Annotated[
+        str, typer.Option("--priority", help="low, normal, high or urgent")
+    ] = "normal",
     json_out: JsonOpt = False,
 ) -> None:
     """Send a system announcement (admins only).
@@ -109,8 +130,15 @@ def send(
     from humanglue_cli.core import announcements
 
     rt = runtime(ctx)
-    request = announcements.Request(to=tuple(to or ()), role=role, everyone=all_, title=title,
-                                    message=message, link=link, priority=priority)
+    request = announcements.Request(
+        to=tuple(to or ()),
+        role=role,
+        everyone=all_,
+        title=title,
+        message=message,
+        link=link,
+        priority=priority,
+    )
     with rt.write() as conn:
         event_id = announcements.send(conn, rt.acting_user(conn), request)
     if json_out:
@@ -119,14 +147,25 @@ def send(
         typer.echo(f"announcement queued as event {event_id}", err=True)
 
 
-IdsArg = Annotated[list[str], typer.Argument(
-    help="notification ids, or unique prefixes of at least 8 characters", show_default=False)]
+IdsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="notification ids, or unique prefixes of at least 8 characters", show_default=False
+    ),
+]
 
 
 @app.command()
-def show(ctx: typer.Context, ref: Annotated[str, typer.Argument(
-        metavar="ID", help="a notification id or a unique prefix of it (8+ characters)")],
-         json_out: JsonOpt = False) -> None:
+def show(
+    ctx: typer.Context,
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="ID", help="a notification id or a unique prefix of it (8+ characters)"
+        ),
+    ],
+    json_out: JsonOpt = False,
+) -> None:
     """Show one notification in full, its data included.
 
     Example: humanglue -u ada@example.edu notifications show 3f2a9c1e
@@ -235,12 +274,14 @@ def count(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 @app.command()
 def tail(
     ctx: typer.Context,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="how many to show first, 0-1000")]
-    = 10,
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", help="how many to show first, 0-1000")
+    ] = 10,
     type_: TypeOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON Lines")] = False,
-    no_follow: Annotated[bool, typer.Option(
-        "--no-follow", help="print the last ones, then exit")] = False,
+    no_follow: Annotated[
+        bool, typer.Option("--no-follow", help="print the last ones, then exit")
+    ] = False,
 ) -> None:
     """Print your latest notifications, then each new one as it arrives.
 
@@ -257,16 +298,28 @@ def tail(
     tz = render.zone(rt.settings.tz)
     stop = threading.Event()
     with _stopped_by_signals(stop):
-        user = _acting(rt) if no_follow else following.patiently(
-            lambda: _acting(rt), stop, _status)
+        user = _acting(rt) if no_follow else following.patiently(lambda: _acting(rt), stop, _status)
         if user is None:
             return
-        ready = None if no_follow else functools.partial(
-            _status, f"following the notifications of {user.name}; Ctrl-C stops")
+        ready = (
+            None
+            if no_follow
+            else functools.partial(
+                _status, f"following the notifications of {user.name}; Ctrl-C stops"
+            )
+        )
         show = render.tail_printer(tz, json_out)
         try:
-            for n in following.follow(rt.read, user.id, filters, stop, backlog=lines,
-                                      live=not no_follow, on_status=_status, on_ready=ready):
+            for n in following.follow(
+                rt.read,
+                user.id,
+                filters,
+                stop,
+                backlog=lines,
+                live=not no_follow,
+                on_status=_status,
+                on_ready=ready,
+            ):
                 show(n)
         except BrokenPipeError:  # the reader went away (`| head -n 3`): stop quietly
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -290,11 +343,11 @@ def _stopped_by_signals(stop: threading.Event) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # signals reach the main thread only
         return
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-

@@ -26,9 +26,14 @@ if TYPE_CHECKING:
     from humanglue_cli.core.inbox import Notification
 
 TYPE_STYLES = {
-    "enrollment": "green", "workshop_registration": "cyan", "course_completion": "bold green",
-    "review": "yellow", "student_question": "magenta", "payment": "bold yellow",
-    "system_announcement": "bold red", "co_instructor_update": "blue",
+    "enrollment": "green",
+    "workshop_registration": "cyan",
+    "course_completion": "bold green",
+    "review": "yellow",
+    "student_question": "magenta",
+    "payment": "bold yellow",
+    "system_announcement": "bold red",
+    "co_instructor_update": "blue",
 }
 PRIORITY_STYLES = {"urgent": "bold red", "high": "red"}
 _BLANKS = re.compile(r"\s+")
@@ -90,8 +95,7 @@ def plain_line(n: Notification, tz: tzinfo) -> str:
     """One notification on one line: id, state, time (ISO-8601), type, then title — message."""
     state = "read" if n.read else "unread"
     stamp = n.created_at.astimezone(tz).isoformat(timespec="seconds")
-    return (f"{n.id}  {state:<6}  {stamp}  {n.type:<21}  "
-            f"{one_line(n.title)} — {one_line(n.message)}")
+    return f"{n.id}  {state:<6}  {stamp}  {n.type:<21}  {one_line(n.title)} — {one_line(n.message)}"
 
 
 def _cut(text: str, style: str = "") -> Text:
@@ -120,8 +124,14 @@ def notification_table(items: Sequence[Notification], tz: tzinfo) -> None:
 
     now = datetime.now(UTC)
     whens = [relative(n.created_at, now, tz) for n in items]
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
-                  padding=(0, 1), collapse_padding=True)
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        header_style="bold",
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     table.add_column("", width=1, no_wrap=True)
     table.add_column("ID", width=8, style="dim", no_wrap=True)
     table.add_column("WHEN", width=max(map(len, whens)), no_wrap=True, justify="right")
@@ -132,8 +142,11 @@ def notification_table(items: Sequence[Notification], tz: tzinfo) -> None:
     for n, when in zip(items, whens, strict=True):
         table.add_row(
             Text("●", style=PRIORITY_STYLES.get(n.priority, "bold cyan")) if not n.read else "",
-            n.id[:8], when, Text(n.type, style=TYPE_STYLES.get(n.type, "")),
-            _cut(one_line(n.title), "bold" if not n.read else ""), _cut(one_line(n.message)),
+            n.id[:8],
+            when,
+            Text(n.type, style=TYPE_STYLES.get(n.type, "")),
+            _cut(one_line(n.title), "bold" if not n.read else ""),
+            _cut(one_line(n.message)),
         )
     _console().print(table)
 
@@ -151,13 +164,22 @@ def notification_detail(n: Notification, tz: tzinfo) -> None:
 
     now = datetime.now(UTC)
     fields = [
-        ("id", Text(n.id)), ("type", Text(n.type, style=TYPE_STYLES.get(n.type, ""))),
+        ("id", Text(n.id)),
+        ("type", Text(n.type, style=TYPE_STYLES.get(n.type, ""))),
         ("priority", Text(n.priority, style=PRIORITY_STYLES.get(n.priority, ""))),
         ("created", Text(f"{absolute(n.created_at, tz)} ({relative(n.created_at, now, tz)})")),
-        ("read", Text(f"{absolute(n.read_at, tz)} ({relative(n.read_at, now, tz)})"
-                      if n.read_at else "no (unread)")),
-        ("title", Text(n.title, style="bold")), ("message", Text(n.message)),
-        ("link", Text(n.link or "-")), ("user", Text(n.user_id)),
+        (
+            "read",
+            Text(
+                f"{absolute(n.read_at, tz)} ({relative(n.read_at, now, tz)})"
+                if n.read_at
+                else "no (unread)"
+            ),
+        ),
+        ("title", Text(n.title, style="bold")),
+        ("message", Text(n.message)),
+        ("link", Text(n.link or "-")),
+        ("user", Text(n.user_id)),
     ]
     console = _console() if is_terminal() else None
     for label, value in fields:
@@ -180,11 +202,19 @@ def tail_printer(tz: tzinfo, as_json: bool = False) -> Callable[[Notification], 
         local = n.created_at.astimezone(tz)
         today = local.date() == datetime.now(tz).date()
         stamp = f"{local:%H:%M:%S}" if today else f"{local:%b %d %H:%M}"
-        console.print(Text.assemble(
-            (f"{stamp:>12} ", "dim"), ("● " if not n.read else "  ", "bold cyan"),
-            (n.id[:8] + " ", "dim"), (f"{n.type:<21} ", TYPE_STYLES.get(n.type, "")),
-            (one_line(n.title), "bold"), "  ", (one_line(n.message), "dim")),
-            no_wrap=True, overflow="ellipsis")
+        console.print(
+            Text.assemble(
+                (f"{stamp:>12} ", "dim"),
+                ("● " if not n.read else "  ", "bold cyan"),
+                (n.id[:8] + " ", "dim"),
+                (f"{n.type:<21} ", TYPE_STYLES.get(n.type, "")),
+                (one_line(n.title), "bold"),
+                "  ",
+                (one_line(n.message), "dim"),
+            ),
+            no_wrap=True,
+            overflow="ellipsis",
+        )
 
     return line
 
@@ -226,7 +256,9 @@ def cleanup_report(result: Mapping[str, Any], tz: tzinfo, retention: Mapping[str
     for key, cutoff in result["cutoffs"].items():
         stamp = absolute(datetime.fromisoformat(cutoff), tz)
         keep = f" (retention {retention[key]})" if key in retention else ""
-        typer.echo(f"{key}: {verb} {result['deleted'].get(key, 0)} "
-                   f"{what.get(key, 'older than')} {stamp}{keep}")
+        typer.echo(
+            f"{key}: {verb} {result['deleted'].get(key, 0)} "
+            f"{what.get(key, 'older than')} {stamp}{keep}"
+        )
     if result["dry_run"]:
         typer.echo("dry run: nothing was deleted", err=True)

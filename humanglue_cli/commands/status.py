@@ -15,8 +15,12 @@ if TYPE_CHECKING:
     from humanglue_cli.core.health import Check
 
 PROBE_TIMEOUT = 2.0  # seconds: a broker that takes longer to answer PING is not healthy
-MARKS = {"ok": ("ok", "green"), "warn": ("warn", "yellow"), "fail": ("FAIL", "red"),
-         "skip": ("-", None)}
+MARKS = {
+    "ok": ("ok", "green"),
+    "warn": ("warn", "yellow"),
+    "fail": ("FAIL", "red"),
+    "skip": ("-", None),
+}
 
 
 def status(
@@ -59,8 +63,12 @@ def broker_check(url: str | None) -> Check:
     from humanglue_cli.core.health import Check
 
     if not url:
-        return Check("broker", "ok", "none configured: the embedded worker",
-                     {"configured": False, "url": None})
+        return Check(
+            "broker",
+            "ok",
+            "none configured: the embedded worker",
+            {"configured": False, "url": None},
+        )
     shown = _hide_password(url)
     data = {"configured": True, "url": shown}
     try:
@@ -76,8 +84,9 @@ def _probe(url: str) -> None:
     if parts.scheme in ("redis", "rediss"):
         import redis
 
-        client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT,
-                                      socket_timeout=PROBE_TIMEOUT)
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT
+        )
         try:
             client.ping()
         finally:

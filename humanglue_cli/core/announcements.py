@@ -40,7 +40,14 @@ def send(conn: sa.Connection, sender: Person, request: Request) -> int:
     if sender.role != "admin":
         raise Forbidden("only admins send announcements")
     recipients = [p.id for p in directory.find_people(conn, request.to)] if request.to else []
-    payload = {"title": request.title, "message": request.message, "link": request.link,
-               "priority": request.priority, "to": recipients, "role": request.role,
-               "all": request.everyone, "sender_id": sender.id}
+    payload = {
+        "title": request.title,
+        "message": request.message,
+        "link": request.link,
+        "priority": request.priority,
+        "to": recipients,
+        "role": request.role,
+        "all": request.everyone,
+        "sender_id": sender.id,
+    }
     return outbox.enqueue(conn, "announcement.sent", sender.id, payload)

@@ -35,8 +35,16 @@ DOMAIN = "example.edu"
 OWNER = ("ada", "Ada Lovelace")
 CO_INSTRUCTOR = ("grace", "Grace Hopper")
 ADMIN = ("team", "HumanGlue Team")
-STUDENTS = ("Maya Patel", "Liam Chen", "Sofia Rossi", "Noah Okafor", "Aiko Tanaka",
-            "Mateo Garcia", "Zara Ahmed", "Elias Berg")
+STUDENTS = (
+    "Maya Patel",
+    "Liam Chen",
+    "Sofia Rossi",
+    "Noah Okafor",
+    "Aiko Tanaka",
+    "Mateo Garcia",
+    "Zara Ahmed",
+    "Elias Berg",
+)
 COURSES = (("Deep Listening", 4900), ("Embodied Presence", 3900))  # title, price in cents
 RENAMED = "Deep Listening: Foundations"
 WORKSHOP = ("Listening Circles, live", 1500)
@@ -47,8 +55,13 @@ QUESTIONS = (
     "What is the difference between active and reflective listening?",
     "Will the live sessions be recorded?",
 )
-REVIEWS = ((5, "Changed how I run meetings."), (4, "Great content; the pace is a bit fast."),
-           (5, None), (2, "The audio in module 2 is hard to follow."), (4, "Practical and kind."))
+REVIEWS = (
+    (5, "Changed how I run meetings."),
+    (4, "Great content; the pace is a bit fast."),
+    (5, None),
+    (2, "The audio in module 2 is hard to follow."),
+    (4, "Practical and kind."),
+)
 
 
 def email(handle: str) -> str:
@@ -94,22 +107,30 @@ def build_platform(engine: sa.Engine) -> Cast:
     made = [Person(_id(), name, role) for (_, name), role in people]
     cast = Cast(made[0], made[1], made[2], made[3:])
     with engine.begin() as conn:
-        conn.execute(sa.insert(profiles), [
-            {"id": p.id, "email": email(handle), "full_name": p.name, "role": p.role}
-            for p, ((handle, _), _) in zip(made, people, strict=True)
-        ])
+        conn.execute(
+            sa.insert(profiles),
+            [
+                {"id": p.id, "email": email(handle), "full_name": p.name, "role": p.role}
+                for p, ((handle, _), _) in zip(made, people, strict=True)
+            ],
+        )
         for title, price in COURSES:
             cid = _id()
             cast.courses[cid] = (title, price)
-            conn.execute(sa.insert(courses).values(id=cid, instructor_id=cast.owner.id,
-                                                   title=title))
+            conn.execute(
+                sa.insert(courses).values(id=cid, instructor_id=cast.owner.id, title=title)
+            )
         first = next(iter(cast.courses))
-        conn.execute(sa.insert(course_instructors).values(course_id=first,
-                                                          user_id=cast.co_instructor.id))
+        conn.execute(
+            sa.insert(course_instructors).values(course_id=first, user_id=cast.co_instructor.id)
+        )
         wid = _id()
         cast.workshop = (wid, *WORKSHOP)
-        conn.execute(sa.insert(workshops).values(
-            id=wid, instructor_id=cast.owner.id, title=WORKSHOP[0], course_id=first, capacity=30))
+        conn.execute(
+            sa.insert(workshops).values(
+                id=wid, instructor_id=cast.owner.id, title=WORKSHOP[0], course_id=first, capacity=30
+            )
+        )
     return cast
 
 
@@ -132,12 +153,27 @@ class Simulation:
         self.reviewed: set[tuple[str, str]] = set()
         self.registered: set[str] = set()
         self.once: set[str] = set()
-        self.opening: list[Action] = [self.enroll, self.pay, self.ask, self.review,
-                                      self.register, self.complete, self.edit_course,
-                                      self.enroll, self.announce]
+        self.opening: list[Action] = [
+            self.enroll,
+            self.pay,
+            self.ask,
+            self.review,
+            self.register,
+            self.complete,
+            self.edit_course,
+            self.enroll,
+            self.announce,
+        ]
         self.pool: list[tuple[Action, int]] = [
-            (self.enroll, 4), (self.pay, 3), (self.ask, 2), (self.review, 2),
-            (self.complete, 2), (self.register, 1), (self.edit_course, 1), (self.announce, 1)]
+            (self.enroll, 4),
+            (self.pay, 3),
+            (self.ask, 2),
+            (self.review, 2),
+            (self.complete, 2),
+            (self.register, 1),
+            (self.edit_course, 1),
+            (self.announce, 1),
+        ]
 
     def step(self) -> str:
         """Make the next change; returns what happened, for people to read."""
@@ -157,8 +193,12 @@ class Simulation:
         return self.cast.courses[course_id][0]
 
     def enroll(self, conn: sa.Connection) -> str | None:
-        free = [(s, c) for s in self.cast.students for c in self.cast.courses
-                if (s.id, c) not in self.enrolled]
+        free = [
+            (s, c)
+            for s in self.cast.students
+            for c in self.cast.courses
+            if (s.id, c) not in self.enrolled
+        ]
         if not free:
             return None
         student, cid = self.rng.choice(free)
@@ -174,8 +214,11 @@ class Simulation:
             return None
         student, cid = self.unpaid.pop(0)
         price = self.cast.courses[cid][1]
-        conn.execute(sa.insert(payments).values(id=_id(), user_id=student.id, course_id=cid,
-                                                amount_cents=price, status="succeeded"))
+        conn.execute(
+            sa.insert(payments).values(
+                id=_id(), user_id=student.id, course_id=cid, amount_cents=price, status="succeeded"
+            )
+        )
         return f"{student.name} paid {price / 100:.2f} USD for {self._title(cid)}"
 
     def ask(self, conn: sa.Connection) -> str | None:
@@ -183,8 +226,11 @@ class Simulation:
             return None
         sid, cid = self.rng.choice(sorted(self.enrolled))
         student = next(s for s in self.cast.students if s.id == sid)
-        conn.execute(sa.insert(course_questions).values(
-            id=_id(), course_id=cid, student_id=sid, body=self.rng.choice(QUESTIONS)))
+        conn.execute(
+            sa.insert(course_questions).values(
+                id=_id(), course_id=cid, student_id=sid, body=self.rng.choice(QUESTIONS)
+            )
+        )
         return f"{student.name} asked a question in {self._title(cid)}"
 
     def review(self, conn: sa.Connection) -> str | None:
@@ -193,8 +239,11 @@ class Simulation:
             return None
         sid, cid = self.rng.choice(open_)
         rating, comment = self.rng.choice(REVIEWS)
-        conn.execute(sa.insert(course_reviews).values(
-            id=_id(), course_id=cid, student_id=sid, rating=rating, comment=comment))
+        conn.execute(
+            sa.insert(course_reviews).values(
+                id=_id(), course_id=cid, student_id=sid, rating=rating, comment=comment
+            )
+        )
         self.reviewed.add((sid, cid))
         student = next(s for s in self.cast.students if s.id == sid)
         return f"{student.name} reviewed {self._title(cid)}: {rating}/5"
@@ -204,8 +253,11 @@ class Simulation:
             return None
         key = self.rng.choice(sorted(self.active))
         eid = self.active.pop(key)
-        conn.execute(sa.update(enrollments).where(enrollments.c.id == eid).values(
-            status="completed", progress=100, completed_at=sa.func.current_timestamp()))
+        conn.execute(
+            sa.update(enrollments)
+            .where(enrollments.c.id == eid)
+            .values(status="completed", progress=100, completed_at=sa.func.current_timestamp())
+        )
         student = next(s for s in self.cast.students if s.id == key[0])
         return f"{student.name} completed {self._title(key[1])}"
 
@@ -215,10 +267,18 @@ class Simulation:
             return None
         student = self.rng.choice(free)
         wid, title, price = self.cast.workshop
-        conn.execute(sa.insert(workshop_registrations).values(
-            id=_id(), workshop_id=wid, user_id=student.id))
-        conn.execute(sa.insert(payments).values(id=_id(), user_id=student.id, workshop_id=wid,
-                                                amount_cents=price, status="succeeded"))
+        conn.execute(
+            sa.insert(workshop_registrations).values(id=_id(), workshop_id=wid, user_id=student.id)
+        )
+        conn.execute(
+            sa.insert(payments).values(
+                id=_id(),
+                user_id=student.id,
+                workshop_id=wid,
+                amount_cents=price,
+                status="succeeded",
+            )
+        )
         self.registered.add(student.id)
         return f"{student.name} registered (and paid) for {title}"
 
@@ -227,9 +287,15 @@ class Simulation:
             return None
         self.once.add("edit")
         cid = next(iter(self.cast.courses))
-        conn.execute(sa.update(courses).where(courses.c.id == cid).values(
-            title=RENAMED, updated_by=self.cast.co_instructor.id,
-            updated_at=sa.func.current_timestamp()))
+        conn.execute(
+            sa.update(courses)
+            .where(courses.c.id == cid)
+            .values(
+                title=RENAMED,
+                updated_by=self.cast.co_instructor.id,
+                updated_at=sa.func.current_timestamp(),
+            )
+        )
         old, price = self.cast.courses[cid]
         self.cast.courses[cid] = (RENAMED, price)
         return f"{self.cast.co_instructor.name} (co-instructor) renamed {old} to {RENAMED}"
@@ -238,7 +304,13 @@ class Simulation:
         if "announce" in self.once:
             return None
         self.once.add("announce")
-        announcements.send(conn, self.cast.admin, announcements.Request(
-            role="instructor", title="Scheduled maintenance",
-            message="The platform is read-only on Saturday from 02:00 to 02:30 UTC."))
+        announcements.send(
+            conn,
+            self.cast.admin,
+            announcements.Request(
+                role="instructor",
+                title="Scheduled maintenance",
+                message="The platform is read-only on Saturday from 02:00 to 02:30 UTC.",
+            ),
+        )
         return f"{self.cast.admin.name} (admin) sent an announcement to every instructor"

@@ -57,19 +57,26 @@ def load_context(conn: sa.Connection, needs: Needs) -> Context:
     """Everything a batch of events names, in four queries whatever the batch size."""
     ctx = Context()
     if needs.workshops:
-        for w in conn.execute(sa.select(workshops.c.id, workshops.c.title,
-                                        workshops.c.instructor_id)
-                              .where(workshops.c.id.in_(sorted(needs.workshops)))):
+        for w in conn.execute(
+            sa.select(workshops.c.id, workshops.c.title, workshops.c.instructor_id).where(
+                workshops.c.id.in_(sorted(needs.workshops))
+            )
+        ):
             ctx.workshops[str(w.id)] = Workshop(str(w.id), w.title, str(w.instructor_id))
     if needs.courses:
         ids = sorted(needs.courses)
         co: dict[str, list[str]] = {}
-        for link in conn.execute(sa.select(course_instructors)
-                                 .where(course_instructors.c.course_id.in_(ids))
-                                 .order_by(course_instructors.c.user_id)):
+        for link in conn.execute(
+            sa.select(course_instructors)
+            .where(course_instructors.c.course_id.in_(ids))
+            .order_by(course_instructors.c.user_id)
+        ):
             co.setdefault(str(link.course_id), []).append(str(link.user_id))
-        for c in conn.execute(sa.select(courses.c.id, courses.c.title, courses.c.instructor_id)
-                              .where(courses.c.id.in_(ids))):
+        for c in conn.execute(
+            sa.select(courses.c.id, courses.c.title, courses.c.instructor_id).where(
+                courses.c.id.in_(ids)
+            )
+        ):
             owner = str(c.instructor_id)
             others = [u for u in co.get(str(c.id), []) if u != owner]
             ctx.courses[str(c.id)] = Course(str(c.id), c.title, (owner, *others))

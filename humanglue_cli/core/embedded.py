@@ -49,8 +49,9 @@ class Heartbeat:
         if not force and now - self._last < HEARTBEAT_EVERY:
             return
         with self.engine.begin() as conn:
-            outbox.heartbeat(conn, self.id, self.kind, socket.gethostname(), os.getpid(),
-                             self.processed)
+            outbox.heartbeat(
+                conn, self.id, self.kind, socket.gethostname(), os.getpid(), self.processed
+            )
         self._last = now
 
     def stop(self) -> None:
@@ -86,8 +87,11 @@ class Outage:
         if self.since is None:
             self.since = time.monotonic()
         delay, self.delay = self.delay, min(self.delay * 2, self.max_delay)
-        said = str(error) if isinstance(error, HumanGlueError) else (
-            f"{self.what} unavailable ({_reason(error)})")
+        said = (
+            str(error)
+            if isinstance(error, HumanGlueError)
+            else (f"{self.what} unavailable ({_reason(error)})")
+        )
         log.warning("%s; retrying in %.1fs", said, delay)
         return delay
 
@@ -103,9 +107,14 @@ def _reason(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(orig).__name__
 
 
-def run(engine: sa.Engine, stop: threading.Event, *, poll_interval: float | None = None,
-        batch_size: int = pipeline.BATCH_SIZE,
-        on_batch: Callable[[pipeline.BatchResult], None] | None = None) -> None:
+def run(
+    engine: sa.Engine,
+    stop: threading.Event,
+    *,
+    poll_interval: float | None = None,
+    batch_size: int = pipeline.BATCH_SIZE,
+    on_batch: Callable[[pipeline.BatchResult], None] | None = None,
+) -> None:
     """Process events until `stop` is set; database outages are waited out with backoff.
 
     Raises:
@@ -120,8 +129,11 @@ def run(engine: sa.Engine, stop: threading.Event, *, poll_interval: float | None
                 with wrap_errors(engine):
                     heartbeat.beat()
                     due = first_due(engine)
-                    result = (pipeline.drain(engine, batch_size, should_stop=stop.is_set)
-                              if due is not None else None)
+                    result = (
+                        pipeline.drain(engine, batch_size, should_stop=stop.is_set)
+                        if due is not None
+                        else None
+                    )
             except (Unavailable, sa.exc.OperationalError, sa.exc.InterfaceError) as error:
                 stop.wait(outage.failed(error))
                 continue

@@ -48,9 +48,12 @@ class Report:
         return not any(c.state == "fail" for c in self.checks)
 
     def to_json(self) -> dict[str, Any]:
-        return {"healthy": self.healthy, "checks": {
-            c.name: {"status": c.state, "message": c.message, **c.data} for c in self.checks
-        }}
+        return {
+            "healthy": self.healthy,
+            "checks": {
+                c.name: {"status": c.state, "message": c.message, **c.data} for c in self.checks
+            },
+        }
 
 
 def _seconds(delta: timedelta) -> float:
@@ -68,12 +71,19 @@ def _span(delta: timedelta) -> str:
 def _skipped(reason: str) -> list[Check]:
     """The checks that need the schema, when they cannot run (same keys as when they do)."""
     return [
-        Check("backlog", "skip", reason, {"pending": None, "due": None,
-                                          "oldest_due_age_seconds": None,
-                                          "longest_due_wait_seconds": None}),
+        Check(
+            "backlog",
+            "skip",
+            reason,
+            {
+                "pending": None,
+                "due": None,
+                "oldest_due_age_seconds": None,
+                "longest_due_wait_seconds": None,
+            },
+        ),
         Check("failed_events", "skip", reason, {"count": None}),
-        Check("workers", "skip", reason, {"window_seconds": _seconds(WORKER_WINDOW),
-                                          "seen": []}),
+        Check("workers", "skip", reason, {"window_seconds": _seconds(WORKER_WINDOW), "seen": []}),
         Check("cleanup", "skip", reason, {"last_run_at": None, "result": None}),
     ]
 
@@ -85,12 +95,17 @@ def database_checks(url: str, now: datetime | None = None) -> list[Check]:
     base = {"url": where, "backend": sa.make_url(url).get_backend_name()}
     head = migrate.head_revision()
     parsed = sa.make_url(url)
-    if base["backend"] == "sqlite" and parsed.database not in (None, "", ":memory:") \
-            and not Path(parsed.database).expanduser().exists():
+    if (
+        base["backend"] == "sqlite"
+        and parsed.database not in (None, "", ":memory:")
+        and not Path(parsed.database).expanduser().exists()
+    ):
         # Never create the file by looking at it.
-        return [Check("database", "fail", f"no database file at {parsed.database}", base),
-                Check("schema", "skip", "no database", {"current": None, "head": head}),
-                *_skipped("no database")]
+        return [
+            Check("database", "fail", f"no database file at {parsed.database}", base),
+            Check("schema", "skip", "no database", {"current": None, "head": head}),
+            *_skipped("no database"),
+        ]
     engine = get_engine(url)
     try:
         with wrap_errors(engine), engine.connect() as conn:
@@ -98,9 +113,11 @@ def database_checks(url: str, now: datetime | None = None) -> list[Check]:
         current = migrate.current_revision(engine)
     except (HumanGlueError, sa.exc.DBAPIError) as error:
         reason = _first_line(error)
-        return [Check("database", "fail", reason, base),
-                Check("schema", "skip", "database unreachable", {"current": None, "head": head}),
-                *_skipped("database unreachable")]
+        return [
+            Check("database", "fail", reason, base),
+            Check("schema", "skip", "database unreachable", {"current": None, "head": head}),
+            *_skipped("database unreachable"),
+        ]
     checks = [Check("database", "ok", f"{where} reachable", base), _schema(current, head)]
     if current != head:
         return checks + _skipped("schema not current")
@@ -122,8 +139,12 @@ def _schema(current: str | None, head: str) -> Check:
     if current is None:
         return Check("schema", "fail", "no HumanGlue schema: run `humanglue db upgrade`", data)
     if current != head:
-        return Check("schema", "fail", f"at revision {current}, this humanglue has {head}: "
-                     "run `humanglue db upgrade`", data)
+        return Check(
+            "schema",
+            "fail",
+            f"at revision {current}, this humanglue has {head}: run `humanglue db upgrade`",
+            data,
+        )
     return Check("schema", "ok", f"revision {current} (current)", data)
 
 
@@ -131,22 +152,34 @@ def _backlog(conn: sa.Connection, now: datetime) -> list[Check]:
     b = outbox.backlog(conn)
     waiting_since = outbox.longest_due_wait_since(conn)
     wait = now - waiting_since if waiting_since else None
-    data = {"pending": b.pending, "due": b.due,
-            "oldest_due_age_seconds": _seconds(now - b.oldest_due_at) if b.oldest_due_at else None,
-            "longest_due_wait_seconds": _seconds(wait) if wait is not None else None}
+    data = {
+        "pending": b.pending,
+        "due": b.due,
+        "oldest_due_age_seconds": _seconds(now - b.oldest_due_at) if b.oldest_due_at else None,
+        "longest_due_wait_seconds": _seconds(wait) if wait is not None else None,
+    }
     later = b.pending - b.due
     text = f"{b.pending} event{'s' * (b.pending != 1)} waiting" + (
-        f" ({later} backing off)" if later else "")
+        f" ({later} backing off)" if later else ""
+    )
     if wait is not None and wait > STUCK_AFTER:
-        backlog = Check("backlog", "fail", f"{text}; one has been due for {_span(wait)}: "
-                        "is a worker running?", data)
+        backlog = Check(
+            "backlog",
+            "fail",
+            f"{text}; one has been due for {_span(wait)}: is a worker running?",
+            data,
+        )
     elif wait is not None:
         backlog = Check("backlog", "ok", f"{text}; the longest due for {_span(wait)}", data)
     else:
         backlog = Check("backlog", "ok", text, data)
     if b.failed:
-        failed = Check("failed_events", "fail", f"{b.failed} failed: see `humanglue events "
-                       "failed`, then `humanglue events retry`", {"count": b.failed})
+        failed = Check(
+            "failed_events",
+            "fail",
+            f"{b.failed} failed: see `humanglue events failed`, then `humanglue events retry`",
+            {"count": b.failed},
+        )
     else:
         failed = Check("failed_events", "ok", "no failed events", {"count": 0})
     return [backlog, failed]
@@ -154,14 +187,26 @@ def _backlog(conn: sa.Connection, now: datetime) -> list[Check]:
 
 def _workers(conn: sa.Connection, now: datetime) -> Check:
     rows = outbox.workers_seen_since(conn, now - WORKER_WINDOW)
-    seen = [{"id": r.id, "kind": r.kind, "hostname": r.hostname, "pid": r.pid,
-             "last_seen_at": r.last_seen_at.isoformat(), "processed": int(r.processed)}
-            for r in rows]
+    seen = [
+        {
+            "id": r.id,
+            "kind": r.kind,
+            "hostname": r.hostname,
+            "pid": r.pid,
+            "last_seen_at": r.last_seen_at.isoformat(),
+            "processed": int(r.processed),
+        }
+        for r in rows
+    ]
     data = {"window_seconds": _seconds(WORKER_WINDOW), "seen": seen}
     window = int(WORKER_WINDOW.total_seconds())
     if not seen:
-        return Check("workers", "warn", f"none seen in the last {window}s "
-                     "(start one: `humanglue worker`)", data)
+        return Check(
+            "workers",
+            "warn",
+            f"none seen in the last {window}s (start one: `humanglue worker`)",
+            data,
+        )
     kinds = ", ".join(sorted({f"{w['kind']}@{w['hostname']}" for w in seen}))
     return Check("workers", "ok", f"{len(seen)} seen in the last {window}s ({kinds})", data)
 
@@ -169,8 +214,12 @@ def _workers(conn: sa.Connection, now: datetime) -> Check:
 def _cleanup(conn: sa.Connection, now: datetime) -> Check:
     run = outbox.last_maintenance(conn, "cleanup")
     if run is None:
-        return Check("cleanup", "warn", "never run (cron: `humanglue maintenance cleanup` daily)",
-                     {"last_run_at": None, "result": None})
+        return Check(
+            "cleanup",
+            "warn",
+            "never run (cron: `humanglue maintenance cleanup` daily)",
+            {"last_run_at": None, "result": None},
+        )
     data = {"last_run_at": run.ran_at.isoformat(), "result": run.result}
     deleted = (run.result or {}).get("deleted") or {}
     counts = ", ".join(f"{v} {k}" for k, v in deleted.items()) or "nothing"

@@ -51,9 +51,15 @@ class Notification:
     def to_json(self) -> dict[str, Any]:
         """The NOTIFICATION object of CONTRACT §3."""
         return {
-            "id": self.id, "user_id": self.user_id, "type": self.type, "title": self.title,
-            "message": self.message, "data": self.data, "link": self.link,
-            "priority": self.priority, "read": self.read,
+            "id": self.id,
+            "user_id": self.user_id,
+            "type": self.type,
+            "title": self.title,
+            "message": self.message,
+            "data": self.data,
+            "link": self.link,
+            "priority": self.priority,
+            "read": self.read,
             "read_at": self.read_at.isoformat() if self.read_at else None,
             "created_at": self.created_at.isoformat(),
         }
@@ -61,8 +67,18 @@ class Notification:
 
 def _row(row: Any) -> Notification:
     data = row.data if not isinstance(row.data, str) else json.loads(row.data)
-    return Notification(str(row.id), str(row.user_id), row.type, row.title, row.message,
-                        data or {}, row.link, row.priority, row.read_at, row.created_at)
+    return Notification(
+        str(row.id),
+        str(row.user_id),
+        row.type,
+        row.title,
+        row.message,
+        data or {},
+        row.link,
+        row.priority,
+        row.read_at,
+        row.created_at,
+    )
 
 
 @dataclass(frozen=True)
@@ -78,8 +94,10 @@ class Filters:
     def __post_init__(self) -> None:
         unknown = [t for t in self.types if t not in NOTIFICATION_TYPES]
         if unknown:
-            raise BadInput(f"unknown notification type {unknown[0]!r} "
-                           f"(one of: {', '.join(NOTIFICATION_TYPES)})")
+            raise BadInput(
+                f"unknown notification type {unknown[0]!r} "
+                f"(one of: {', '.join(NOTIFICATION_TYPES)})"
+            )
 
     def where(self, user_id: str) -> list[sa.ColumnElement[bool]]:
         conds: list[sa.ColumnElement[bool]] = [N.user_id == user_id]
@@ -96,9 +114,15 @@ class Filters:
         return conds
 
     def fingerprint(self) -> str:
-        key = json.dumps([self.read, sorted(self.types), self.course_id,
-                          self.since and self.since.isoformat(),
-                          self.until and self.until.isoformat()])
+        key = json.dumps(
+            [
+                self.read,
+                sorted(self.types),
+                self.course_id,
+                self.since and self.since.isoformat(),
+                self.until and self.until.isoformat(),
+            ]
+        )
         return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
@@ -106,8 +130,10 @@ class Filters:
 
 
 def encode_cursor(last: Notification, filters: Filters) -> str:
-    raw = json.dumps({"t": last.created_at.isoformat(), "i": last.id, "f": filters.fingerprint()},
-                     separators=(",", ":"))
+    raw = json.dumps(
+        {"t": last.created_at.isoformat(), "i": last.id, "f": filters.fingerprint()},
+        separators=(",", ":"),
+    )
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -131,19 +157,21 @@ class Page:
     next_cursor: str | None = None
 
 
-def list_page(conn: sa.Connection, user_id: str, filters: Filters, limit: int,
-              cursor: str | None = None) -> Page:
+def list_page(
+    conn: sa.Connection, user_id: str, filters: Filters, limit: int, cursor: str | None = None
+) -> Page:
     """Newest first, keyset-paged on (created_at, id): any depth costs the same."""
     if not 1 <= limit <= 1000:
         raise BadInput(f"--limit must be between 1 and 1000, not {limit}")
     conds = filters.where(user_id)
     if cursor:
         stamp, ident = decode_cursor(cursor, filters)
-        conds.append(sa.or_(N.created_at < stamp,
-                            sa.and_(N.created_at == stamp, N.id < ident)))
+        conds.append(sa.or_(N.created_at < stamp, sa.and_(N.created_at == stamp, N.id < ident)))
     rows = conn.execute(
-        sa.select(notifications).where(*conds)
-        .order_by(N.created_at.desc(), N.id.desc()).limit(limit + 1)
+        sa.select(notifications)
+        .where(*conds)
+        .order_by(N.created_at.desc(), N.id.desc())
+        .limit(limit + 1)
     ).all()
     items = [_row(r) for r in rows[:limit]]
     more = len(rows) > limit
@@ -153,24 +181,29 @@ def list_page(conn: sa.Connection, user_id: str, filters: Filters, limit: int,
 def latest(conn: sa.Connection, user_id: str, filters: Filters, count: int) -> list[Notification]:
     """The last `count`, oldest first (the start of a tail)."""
     rows = conn.execute(
-        sa.select(notifications).where(*filters.where(user_id))
-        .order_by(N.created_at.desc(), N.id.desc()).limit(count)
+        sa.select(notifications)
+        .where(*filters.where(user_id))
+        .order_by(N.created_at.desc(), N.id.desc())
+        .limit(count)
     ).all()
     return [_row(r) for r in reversed(rows)]
 
 
-def created_since(conn: sa.Connection, user_id: str, filters: Filters,
-                  since: datetime) -> list[Notification]:
+def created_since(
+    conn: sa.Connection, user_id: str, filters: Filters, since: datetime
+) -> list[Notification]:
     """Everything from `since` on, oldest first."""
     rows = conn.execute(
-        sa.select(notifications).where(*filters.where(user_id), N.created_at >= since)
+        sa.select(notifications)
+        .where(*filters.where(user_id), N.created_at >= since)
         .order_by(N.created_at, N.id)
     ).all()
     return [_row(r) for r in rows]
 
 
-def keys_since(conn: sa.Connection, user_id: str, filters: Filters,
-               since: datetime) -> list[tuple[str, datetime]]:
+def keys_since(
+    conn: sa.Connection, user_id: str, filters: Filters, since: datetime
+) -> list[tuple[str, datetime]]:
     """(id, created_at) of everything from `since` on: a tail's cheap probe of its look-back."""
     rows = conn.execute(
         sa.select(N.id, N.created_at).where(*filters.where(user_id), N.created_at >= since)
@@ -182,8 +215,11 @@ def get_many(conn: sa.Connection, user_id: str, ids: Sequence[str]) -> list[Noti
     """The user's notifications with these full ids, oldest first (unknown ids are skipped)."""
     found: list[Notification] = []
     for start in range(0, len(ids), 500):
-        rows = conn.execute(sa.select(notifications).where(
-            N.user_id == user_id, N.id.in_(list(ids[start:start + 500])))).all()
+        rows = conn.execute(
+            sa.select(notifications).where(
+                N.user_id == user_id, N.id.in_(list(ids[start : start + 500]))
+            )
+        ).all()
         found.extend(_row(r) for r in rows)
     return sorted(found, key=lambda n: (n.created_at, n.id))
 
@@ -191,7 +227,8 @@ def get_many(conn: sa.Connection, user_id: str, ids: Sequence[str]) -> list[Noti
 def database_now(conn: sa.Connection) -> datetime:
     """The database's clock (what `created_at` defaults to), as an aware UTC datetime."""
     now: datetime = conn.execute(
-        sa.select(sa.func.current_timestamp(type_=UTCDateTime()))).scalar_one()
+        sa.select(sa.func.current_timestamp(type_=UTCDateTime()))
+    ).scalar_one()
     return now
 
 
@@ -208,10 +245,15 @@ def check_refs(refs: Sequence[str]) -> list[str]:
     checked = []
     for ref in refs:
         ref = ref.strip().lower()
-        if (not MIN_PREFIX <= len(ref) <= 36 or any(c not in _HEX for c in ref)
-                or (len(ref) == 36 and not _is_uuid(ref))):
-            raise BadInput(f"not a notification id: {ref!r} (give the id or at least its first "
-                           f"{MIN_PREFIX} characters)")
+        if (
+            not MIN_PREFIX <= len(ref) <= 36
+            or any(c not in _HEX for c in ref)
+            or (len(ref) == 36 and not _is_uuid(ref))
+        ):
+            raise BadInput(
+                f"not a notification id: {ref!r} (give the id or at least its first "
+                f"{MIN_PREFIX} characters)"
+            )
         checked.append(ref)
     if not checked:
         raise BadInput("give at least one notification id")
@@ -228,9 +270,11 @@ def resolve_ids(conn: sa.Connection, user_id: str, refs: Sequence[str]) -> list[
     for ref in check_refs(refs):
         whole = len(ref) == 36
         cond = N.id == ref if whole else sa.cast(N.id, sa.String).like(ref + "%")
-        found = conn.execute(
-            sa.select(N.id).where(N.user_id == user_id, cond).order_by(N.id).limit(6)
-        ).scalars().all()
+        found = (
+            conn.execute(sa.select(N.id).where(N.user_id == user_id, cond).order_by(N.id).limit(6))
+            .scalars()
+            .all()
+        )
         if not found:
             raise NotFound(f"no notification {ref}")
         if len(found) > 1:
@@ -245,11 +289,15 @@ def get(conn: sa.Connection, user_id: str, ref: str) -> Notification:
     return _row(conn.execute(sa.select(notifications).where(N.id == full)).one())
 
 
-def set_read(conn: sa.Connection, user_id: str, ids: Sequence[str], read: bool,
-             now: datetime) -> int:
+def set_read(
+    conn: sa.Connection, user_id: str, ids: Sequence[str], read: bool, now: datetime
+) -> int:
     stmt = sa.update(notifications).where(N.user_id == user_id, N.id.in_(list(ids)))
-    stmt = stmt.where(N.read_at.is_(None)).values(read_at=now) if read else stmt.where(
-        N.read_at.is_not(None)).values(read_at=None)
+    stmt = (
+        stmt.where(N.read_at.is_(None)).values(read_at=now)
+        if read
+        else stmt.where(N.read_at.is_not(None)).values(read_at=None)
+    )
     return conn.execute(stmt).rowcount
 
 
@@ -259,36 +307,48 @@ def delete(conn: sa.Connection, user_id: str, ids: Sequence[str]) -> int:
     ).rowcount
 
 
-def read_all(conn: sa.Connection, user_id: str, filters: Filters, up_to: datetime,
-             now: datetime) -> int:
+def read_all(
+    conn: sa.Connection, user_id: str, filters: Filters, up_to: datetime, now: datetime
+) -> int:
     """Mark read what existed at `up_to` — one arriving meanwhile stays unread (GitHub's
     last_read_at)."""
-    unread = Filters(read=False, types=filters.types, course_id=filters.course_id,
-                     since=filters.since, until=filters.until)
+    unread = Filters(
+        read=False,
+        types=filters.types,
+        course_id=filters.course_id,
+        since=filters.since,
+        until=filters.until,
+    )
     return conn.execute(
-        sa.update(notifications).where(*unread.where(user_id), N.created_at <= up_to)
+        sa.update(notifications)
+        .where(*unread.where(user_id), N.created_at <= up_to)
         .values(read_at=now)
     ).rowcount
 
 
 def count_unread(conn: sa.Connection, user_id: str) -> dict[str, int]:
     rows = conn.execute(
-        sa.select(N.type, sa.func.count()).where(N.user_id == user_id, N.read_at.is_(None))
-        .group_by(N.type).order_by(N.type)
+        sa.select(N.type, sa.func.count())
+        .where(N.user_id == user_id, N.read_at.is_(None))
+        .group_by(N.type)
+        .order_by(N.type)
     ).all()
     return {r[0]: int(r[1]) for r in rows}
 
 
-def cleanup(conn: sa.Connection, notifications_before: datetime, presence_before: datetime,
-            dry_run: bool) -> dict[str, int]:
+def cleanup(
+    conn: sa.Connection, notifications_before: datetime, presence_before: datetime, dry_run: bool
+) -> dict[str, int]:
     """Delete (or, dry, count) notifications older than a cut-off and presence offline past one."""
     expired_n = N.created_at < notifications_before
-    expired_p = sa.and_(student_presence.c.status == "offline",
-                        student_presence.c.last_seen_at < presence_before)
+    expired_p = sa.and_(
+        student_presence.c.status == "offline", student_presence.c.last_seen_at < presence_before
+    )
     if dry_run:
         return {
             "notifications": conn.execute(
-                sa.select(sa.func.count()).select_from(notifications).where(expired_n)).scalar_one(),
+                sa.select(sa.func.count()).select_from(notifications).where(expired_n)
+            ).scalar_one(),
             "presence": conn.execute(
                 sa.select(sa.func.count()).select_from(student_presence).where(expired_p)
             ).scalar_one(),

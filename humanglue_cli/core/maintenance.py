@@ -16,13 +16,17 @@ def cleanup(engine: sa.Engine, dry_run: bool, settings: Settings | None = None) 
     """Delete (or count, if `dry_run`) what is past its retention; the CONTRACT §3 JSON."""
     settings = settings or load_settings()
     now = utcnow()
-    cutoffs = {"notifications": now - settings.notification_retention,
-               "presence": now - settings.presence_retention}
+    cutoffs = {
+        "notifications": now - settings.notification_retention,
+        "presence": now - settings.presence_retention,
+    }
     with wrap_errors(engine), engine.begin() as conn:
         deleted = inbox.cleanup(conn, cutoffs["notifications"], cutoffs["presence"], dry_run)
-        result = {"dry_run": dry_run,
-                  "cutoffs": {k: v.isoformat() for k, v in cutoffs.items()},
-                  "deleted": deleted}
+        result = {
+            "dry_run": dry_run,
+            "cutoffs": {k: v.isoformat() for k, v in cutoffs.items()},
+            "deleted": deleted,
+        }
         if not dry_run:
             outbox.record_maintenance(conn, "cleanup", result)
     return result

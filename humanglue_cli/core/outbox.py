@@ -114,14 +114,18 @@ def fail(conn: sa.Connection, failures: Sequence[tuple[int, str]]) -> int:
     given_up = 0
     now = utcnow()
     for event_id, reason in failures:
-        attempts = conn.execute(
-            sa.select(events.c.attempts).where(events.c.id == event_id)
-        ).scalar_one() + 1
+        attempts = (
+            conn.execute(sa.select(events.c.attempts).where(events.c.id == event_id)).scalar_one()
+            + 1
+        )
         final = attempts >= MAX_ATTEMPTS
         given_up += final
         conn.execute(
-            sa.update(events).where(events.c.id == event_id).values(
-                attempts=attempts, last_error=reason[:2000],
+            sa.update(events)
+            .where(events.c.id == event_id)
+            .values(
+                attempts=attempts,
+                last_error=reason[:2000],
                 status="failed" if final else "pending",
                 failed_at=now if final else None,
                 available_at=now if final else now + backoff(attempts),
@@ -133,7 +137,8 @@ def fail(conn: sa.Connection, failures: Sequence[tuple[int, str]]) -> int:
 def enqueue(conn: sa.Connection, kind: str, entity_id: str, payload: dict[str, Any]) -> int:
     """Add an event from our own code (an announcement); returns its id."""
     result = conn.execute(
-        sa.insert(events).values(kind=kind, entity_id=entity_id, payload=payload)
+        sa.insert(events)
+        .values(kind=kind, entity_id=entity_id, payload=payload)
         .returning(events.c.id)
     )
     return int(result.scalar_one())
@@ -149,12 +154,14 @@ class Backlog:
 
 def backlog(conn: sa.Connection) -> Backlog:
     now = utcnow()
-    row = conn.execute(sa.select(
-        sa.func.count().filter(events.c.status == "pending"),
-        sa.func.count().filter(_due(now)),
-        sa.func.min(events.c.created_at).filter(_due(now)),
-        sa.func.count().filter(events.c.status == "failed"),
-    )).one()
+    row = conn.execute(
+        sa.select(
+            sa.func.count().filter(events.c.status == "pending"),
+            sa.func.count().filter(_due(now)),
+            sa.func.min(events.c.created_at).filter(_due(now)),
+            sa.func.count().filter(events.c.status == "failed"),
+        )
+    ).one()
     oldest = row[2]
     if isinstance(oldest, str):
         oldest = UTCDateTime().process_result_value(oldest, conn.dialect)
@@ -162,9 +169,11 @@ def backlog(conn: sa.Connection) -> Backlog:
 
 
 def failed_events(conn: sa.Connection, limit: int = 100) -> list[sa.Row[Any]]:
-    return list(conn.execute(
-        sa.select(events).where(events.c.status == "failed").order_by(events.c.id).limit(limit)
-    ))
+    return list(
+        conn.execute(
+            sa.select(events).where(events.c.status == "failed").order_by(events.c.id).limit(limit)
+        )
+    )
 
 
 def retry(conn: sa.Connection, event_ids: Sequence[int] | None) -> int:
@@ -177,30 +186,45 @@ def retry(conn: sa.Connection, event_ids: Sequence[int] | None) -> int:
 
 
 def unknown_failed_ids(conn: sa.Connection, event_ids: Sequence[int]) -> list[int]:
-    found = set(conn.execute(
-        sa.select(events.c.id).where(events.c.id.in_(list(event_ids)),
-                                     events.c.status == "failed")
-    ).scalars())
+    found = set(
+        conn.execute(
+            sa.select(events.c.id).where(
+                events.c.id.in_(list(event_ids)), events.c.status == "failed"
+            )
+        ).scalars()
+    )
     return [i for i in event_ids if i not in found]
 
 
-def heartbeat(conn: sa.Connection, worker_id: str, kind: str, hostname: str, pid: int,
-              processed: int) -> None:
+def heartbeat(
+    conn: sa.Connection, worker_id: str, kind: str, hostname: str, pid: int, processed: int
+) -> None:
     now = utcnow()
     stmt = _insert(conn)(workers).values(
-        id=worker_id, kind=kind, hostname=hostname, pid=pid, started_at=now,
-        last_seen_at=now, processed=processed,
+        id=worker_id,
+        kind=kind,
+        hostname=hostname,
+        pid=pid,
+        started_at=now,
+        last_seen_at=now,
+        processed=processed,
     )
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=["id"], set_={"last_seen_at": now, "processed": processed},
-    ))
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"last_seen_at": now, "processed": processed},
+        )
+    )
 
 
 def workers_seen_since(conn: sa.Connection, since: datetime) -> list[sa.Row[Any]]:
-    return list(conn.execute(
-        sa.select(workers).where(workers.c.last_seen_at >= since)
-        .order_by(workers.c.last_seen_at.desc())
-    ))
+    return list(
+        conn.execute(
+            sa.select(workers)
+            .where(workers.c.last_seen_at >= since)
+            .order_by(workers.c.last_seen_at.desc())
+        )
+    )
 
 
 def forget_worker(conn: sa.Connection, worker_id: str) -> None:
@@ -213,8 +237,10 @@ def record_maintenance(conn: sa.Connection, task: str, result: dict[str, Any]) -
 
 def last_maintenance(conn: sa.Connection, task: str) -> sa.Row[Any] | None:
     return conn.execute(
-        sa.select(maintenance_runs).where(maintenance_runs.c.task == task)
-        .order_by(maintenance_runs.c.id.desc()).limit(1)
+        sa.select(maintenance_runs)
+        .where(maintenance_runs.c.task == task)
+        .order_by(maintenance_runs.c.id.desc())
+        .limit(1)
     ).first()
 
 
@@ -237,6 +263,8 @@ def retry_failed(conn: sa.Connection, event_ids: Sequence[int] | None) -> int:
     if event_ids is not None:
         unknown = unknown_failed_ids(conn, event_ids)
         if unknown:
-            raise NotFound(f"no failed event {unknown[0]}"
-                           + (f" (nor {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
+            raise NotFound(
+                f"no failed event {unknown[0]}"
+                + (f" (nor {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+            )
     return retry(conn, event_ids)

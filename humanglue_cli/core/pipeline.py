@@ -64,9 +64,16 @@ def _insert_drafts(conn: sa.Connection, drafts: list[Draft]) -> int:
     now = utcnow()
     # Distinct, increasing created_at within a batch keeps "newest first" stable.
     rows = [
-        {"user_id": d.user_id, "type": d.type, "title": d.title, "message": d.message,
-         "data": d.data, "link": d.link, "priority": d.priority,
-         "created_at": now + timedelta(microseconds=i)}
+        {
+            "user_id": d.user_id,
+            "type": d.type,
+            "title": d.title,
+            "message": d.message,
+            "data": d.data,
+            "link": d.link,
+            "priority": d.priority,
+            "created_at": now + timedelta(microseconds=i),
+        }
         for i, d in enumerate(drafts)
     ]
     conn.execute(sa.insert(notifications), rows)
@@ -83,9 +90,13 @@ def _fan_out(conn: sa.Connection, audience: Audience, draft: Draft) -> int:
     elif not audience.everyone:
         return 0
     values = who.add_columns(
-        sa.literal(draft.type), sa.literal(draft.title), sa.literal(draft.message),
-        sa.literal(draft.data, notifications.c.data.type), sa.literal(draft.link, sa.Text),
-        sa.literal(draft.priority), sa.literal(utcnow(), notifications.c.created_at.type),
+        sa.literal(draft.type),
+        sa.literal(draft.title),
+        sa.literal(draft.message),
+        sa.literal(draft.data, notifications.c.data.type),
+        sa.literal(draft.link, sa.Text),
+        sa.literal(draft.priority),
+        sa.literal(utcnow(), notifications.c.created_at.type),
     )
     cols = ["user_id", "type", "title", "message", "data", "link", "priority", "created_at"]
     stmt = sa.insert(notifications).from_select(cols, values)
@@ -108,9 +119,9 @@ def _process(conn: sa.Connection, batch: list[Event]) -> BatchResult:
         done.append(event.id)
         # Two events of one entity in one batch (completed, reopened, completed): first wins.
         outcomes.setdefault((outcome.rule, outcome.entity_id), (event, outcome))
-    new = outbox.record(conn, [
-        (o.rule, o.entity_id, e.id, len(o.drafts)) for e, o in outcomes.values()
-    ])
+    new = outbox.record(
+        conn, [(o.rule, o.entity_id, e.id, len(o.drafts)) for e, o in outcomes.values()]
+    )
     drafts = [d for key, (_, o) in outcomes.items() if key in new for d in o.drafts]
     result.notified = _insert_drafts(conn, drafts)
     for key, (_, o) in outcomes.items():
@@ -165,8 +176,9 @@ def _short(error: BaseException) -> str:
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
 
 
-def drain(engine: sa.Engine, limit: int = BATCH_SIZE,
-          should_stop: Callable[[], bool] = lambda: False) -> BatchResult:
+def drain(
+    engine: sa.Engine, limit: int = BATCH_SIZE, should_stop: Callable[[], bool] = lambda: False
+) -> BatchResult:
     """Process batches until nothing is due (or `should_stop`); the `worker --burst` loop."""
     total = BatchResult()
     while not should_stop():

@@ -138,64 +138,102 @@ def _to_all(ids: tuple[str, ...] | list[str], **kw: Any) -> tuple[Draft, ...]:
 def enrollment(e: Event, ctx: Context) -> Outcome:
     course, student = ctx.course(e.payload["course_id"]), ctx.person(e.payload["student_id"])
     data = {"course_id": course.id, "student_id": student.id, "enrollment_id": e.entity_id}
-    return Outcome("enrollment", e.entity_id, _to_all(
-        course.instructor_ids, type="enrollment", data=data,
-        title=f"New enrollment in {course.title}",
-        message=f"{student.name} enrolled in {course.title}.",
-    ))
+    return Outcome(
+        "enrollment",
+        e.entity_id,
+        _to_all(
+            course.instructor_ids,
+            type="enrollment",
+            data=data,
+            title=f"New enrollment in {course.title}",
+            message=f"{student.name} enrolled in {course.title}.",
+        ),
+    )
 
 
 def completion(e: Event, ctx: Context) -> Outcome:
     course, student = ctx.course(e.payload["course_id"]), ctx.person(e.payload["student_id"])
     data = {"course_id": course.id, "student_id": student.id, "enrollment_id": e.entity_id}
-    return Outcome("course_completion", e.entity_id, _to_all(
-        course.instructor_ids, type="course_completion", data=data,
-        title=f"{student.name} completed {course.title}",
-        message=f"{student.name} finished every lesson of {course.title}.",
-    ))
+    return Outcome(
+        "course_completion",
+        e.entity_id,
+        _to_all(
+            course.instructor_ids,
+            type="course_completion",
+            data=data,
+            title=f"{student.name} completed {course.title}",
+            message=f"{student.name} finished every lesson of {course.title}.",
+        ),
+    )
 
 
 def registration(e: Event, ctx: Context) -> Outcome:
     ws, person = ctx.workshop(e.payload["workshop_id"]), ctx.person(e.payload["user_id"])
     data = {"workshop_id": ws.id, "user_id": person.id, "registration_id": e.entity_id}
-    return Outcome("workshop_registration", e.entity_id, _to_all(
-        [ws.instructor_id], type="workshop_registration", data=data,
-        title=f"New registration for {ws.title}",
-        message=f"{person.name} registered for {ws.title}.",
-    ))
+    return Outcome(
+        "workshop_registration",
+        e.entity_id,
+        _to_all(
+            [ws.instructor_id],
+            type="workshop_registration",
+            data=data,
+            title=f"New registration for {ws.title}",
+            message=f"{person.name} registered for {ws.title}.",
+        ),
+    )
 
 
 def review(e: Event, ctx: Context) -> Outcome:
     course, student = ctx.course(e.payload["course_id"]), ctx.person(e.payload["student_id"])
     rating = int(e.payload["rating"])
     comment = f": “{_quote(e.payload['comment'])}”" if e.payload.get("comment") else "."
-    data = {"course_id": course.id, "student_id": student.id, "review_id": e.entity_id,
-            "rating": rating}
-    return Outcome("review", e.entity_id, _to_all(
-        course.instructor_ids, type="review", data=data,
-        title=f"New {rating}★ review of {course.title}",
-        message=f"{student.name} rated {course.title} {rating}/5{comment}",
-        priority="high" if rating <= 2 else "normal",
-    ))
+    data = {
+        "course_id": course.id,
+        "student_id": student.id,
+        "review_id": e.entity_id,
+        "rating": rating,
+    }
+    return Outcome(
+        "review",
+        e.entity_id,
+        _to_all(
+            course.instructor_ids,
+            type="review",
+            data=data,
+            title=f"New {rating}★ review of {course.title}",
+            message=f"{student.name} rated {course.title} {rating}/5{comment}",
+            priority="high" if rating <= 2 else "normal",
+        ),
+    )
 
 
 def question(e: Event, ctx: Context) -> Outcome:
     course, student = ctx.course(e.payload["course_id"]), ctx.person(e.payload["student_id"])
     data = {"course_id": course.id, "student_id": student.id, "question_id": e.entity_id}
-    return Outcome("student_question", e.entity_id, _to_all(
-        course.instructor_ids, type="student_question", data=data,
-        title=f"New question in {course.title}",
-        message=f"{student.name} asked: “{_quote(e.payload.get('body'))}”",
-        priority="high",
-    ))
+    return Outcome(
+        "student_question",
+        e.entity_id,
+        _to_all(
+            course.instructor_ids,
+            type="student_question",
+            data=data,
+            title=f"New question in {course.title}",
+            message=f"{student.name} asked: “{_quote(e.payload.get('body'))}”",
+            priority="high",
+        ),
+    )
 
 
 def payment(e: Event, ctx: Context) -> Outcome:
     p = e.payload
     payer = ctx.person(p["user_id"])
     cents, currency = int(p["amount_cents"]), str(p.get("currency") or "USD")
-    data: dict[str, Any] = {"payment_id": e.entity_id, "amount_cents": cents,
-                            "currency": currency, "user_id": payer.id}
+    data: dict[str, Any] = {
+        "payment_id": e.entity_id,
+        "amount_cents": cents,
+        "currency": currency,
+        "user_id": payer.id,
+    }
     if p.get("course_id"):
         course = ctx.course(p["course_id"])
         data["course_id"], what, recipients = course.id, course.title, course.instructor_ids
@@ -204,11 +242,17 @@ def payment(e: Event, ctx: Context) -> Outcome:
         data["workshop_id"], what, recipients = ws.id, ws.title, (ws.instructor_id,)
     else:
         return Outcome("payment", e.entity_id)  # bought nothing an instructor owns
-    return Outcome("payment", e.entity_id, _to_all(
-        recipients, type="payment", data=data,
-        title=f"Payment received for {what}",
-        message=f"{payer.name} paid {_money(cents, currency)} for {what}.",
-    ))
+    return Outcome(
+        "payment",
+        e.entity_id,
+        _to_all(
+            recipients,
+            type="payment",
+            data=data,
+            title=f"Payment received for {what}",
+            message=f"{payer.name} paid {_money(cents, currency)} for {what}.",
+        ),
+    )
 
 
 def course_update(e: Event, ctx: Context) -> Outcome:
@@ -220,20 +264,33 @@ def course_update(e: Event, ctx: Context) -> Outcome:
     what = ", ".join(c.replace("_", " ") for c in changed) or "details"
     data = {"course_id": course.id, "updated_by": editor.id, "changed": changed}
     others = [uid for uid in course.instructor_ids if uid != editor.id]
-    return Outcome("co_instructor_update", key, _to_all(
-        others, type="co_instructor_update", data=data,
-        title=f"{editor.name} updated {course.title}",
-        message=f"{editor.name} changed the {what} of {course.title}.",
-    ))
+    return Outcome(
+        "co_instructor_update",
+        key,
+        _to_all(
+            others,
+            type="co_instructor_update",
+            data=data,
+            title=f"{editor.name} updated {course.title}",
+            message=f"{editor.name} changed the {what} of {course.title}.",
+        ),
+    )
 
 
 def announcement(e: Event, _ctx: Context) -> Outcome:
     p = e.payload
-    audience = Audience(user_ids=tuple(p.get("to") or ()), role=p.get("role"),
-                        everyone=bool(p.get("all")))
-    draft = Draft(user_id="", type="system_announcement", title=str(p["title"]),
-                  message=str(p["message"]), data={"event_id": str(e.id)},
-                  link=p.get("link"), priority=str(p.get("priority") or "normal"))
+    audience = Audience(
+        user_ids=tuple(p.get("to") or ()), role=p.get("role"), everyone=bool(p.get("all"))
+    )
+    draft = Draft(
+        user_id="",
+        type="system_announcement",
+        title=str(p["title"]),
+        message=str(p["message"]),
+        data={"event_id": str(e.id)},
+        link=p.get("link"),
+        priority=str(p.get("priority") or "normal"),
+    )
     return Outcome("system_announcement", f"event:{e.id}", broadcast=(audience, draft))
 
 

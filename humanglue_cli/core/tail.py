@@ -45,8 +45,9 @@ def _reason(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(orig).__name__
 
 
-def patiently(work: Callable[[], T], stop: threading.Event,
-              on_status: Callable[[str], None] = _quiet) -> T | None:
+def patiently(
+    work: Callable[[], T], stop: threading.Event, on_status: Callable[[str], None] = _quiet
+) -> T | None:
     """`work()`, retried with backoff while the database is unreachable; None if stopped first."""
     delay, failing = FIRST_DELAY, False
     while not stop.is_set():
@@ -84,10 +85,19 @@ class _Seen:
             del self._at[ident]
 
 
-def follow(read: Reader, user_id: str, filters: Filters, stop: threading.Event, *,
-           backlog: int = 10, live: bool = True, poll_interval: float = POLL_INTERVAL,
-           lookback: timedelta = LOOKBACK, on_status: Callable[[str], None] = _quiet,
-           on_ready: Callable[[], None] | None = None) -> Iterator[Notification]:
+def follow(
+    read: Reader,
+    user_id: str,
+    filters: Filters,
+    stop: threading.Event,
+    *,
+    backlog: int = 10,
+    live: bool = True,
+    poll_interval: float = POLL_INTERVAL,
+    lookback: timedelta = LOOKBACK,
+    on_status: Callable[[str], None] = _quiet,
+    on_ready: Callable[[], None] | None = None,
+) -> Iterator[Notification]:
     """The last `backlog` notifications, oldest first, then (if `live`) each new one.
 
     `on_ready` is called once the start is read: from then on, whatever arrives is delivered.

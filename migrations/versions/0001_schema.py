@@ -43,8 +43,12 @@ def _bigint() -> sa.types.TypeEngine[int]:
 def _ts(name: str, nullable: bool = True, default: bool = False) -> sa.Column[object]:
     # SQLite keeps timestamps as UTC text in CURRENT_TIMESTAMP's form (CONTRACT §5).
     kind = sa.DateTime(timezone=True).with_variant(sa.Text(), "sqlite")
-    return sa.Column(name, kind, nullable=nullable,
-                     server_default=sa.text("CURRENT_TIMESTAMP") if default else None)
+    return sa.Column(
+        name,
+        kind,
+        nullable=nullable,
+        server_default=sa.text("CURRENT_TIMESTAMP") if default else None,
+    )
 
 
 def _id(name: str = "id") -> sa.Column[str]:
@@ -56,90 +60,182 @@ def _ref(name: str, target: str, nullable: bool = True, **kw: object) -> sa.Colu
 
 
 def _platform_tables() -> list[tuple[str, list[sa.SchemaItem], list[tuple[str, list[str]]]]]:
-    uuid_default = "gen_random_uuid()" if op.get_bind().dialect.name == "postgresql" else (
-        _SQLITE_UUID4)
+    uuid_default = (
+        "gen_random_uuid()" if op.get_bind().dialect.name == "postgresql" else (_SQLITE_UUID4)
+    )
     return [
-        ("profiles", [
-            _id(), sa.Column("email", sa.Text, nullable=False, unique=True),
-            sa.Column("full_name", sa.Text), sa.Column("role", sa.Text, nullable=False),
-            _ts("created_at", default=True),
-        ], []),
-        ("courses", [
-            _id(), _ref("instructor_id", "profiles.id", nullable=False),
-            sa.Column("title", sa.Text, nullable=False), _ref("updated_by", "profiles.id"),
-            _ts("created_at", default=True), _ts("updated_at", default=True),
-        ], []),
-        ("course_instructors", [
-            sa.Column("course_id", _uuid(), sa.ForeignKey("courses.id", ondelete="CASCADE"),
-                      primary_key=True),
-            sa.Column("user_id", _uuid(), sa.ForeignKey("profiles.id", ondelete="CASCADE"),
-                      primary_key=True),
-        ], []),
-        ("enrollments", [
-            _id(), _ref("course_id", "courses.id", nullable=False),
-            _ref("student_id", "profiles.id", nullable=False),
-            sa.Column("status", sa.Text, nullable=False, server_default="active"),
-            sa.Column("progress", sa.Integer, nullable=False, server_default="0"),
-            _ts("enrolled_at", default=True), _ts("completed_at"),
-        ], []),
-        ("workshops", [
-            _id(), _ref("instructor_id", "profiles.id", nullable=False),
-            sa.Column("title", sa.Text, nullable=False), _ref("course_id", "courses.id"),
-            _ts("starts_at"), sa.Column("capacity", sa.Integer),
-        ], []),
-        ("workshop_registrations", [
-            _id(), _ref("workshop_id", "workshops.id", nullable=False),
-            _ref("user_id", "profiles.id", nullable=False),
-            sa.Column("status", sa.Text, nullable=False, server_default="registered"),
-            _ts("registered_at", default=True), _ts("checked_in_at"),
-        ], []),
-        ("course_reviews", [
-            _id(), _ref("course_id", "courses.id", nullable=False),
-            _ref("student_id", "profiles.id", nullable=False),
-            sa.Column("rating", sa.Integer, nullable=False), sa.Column("comment", sa.Text),
-            _ts("created_at", default=True),
-        ], []),
-        ("payments", [
-            _id(), _ref("user_id", "profiles.id", nullable=False),
-            _ref("course_id", "courses.id"), _ref("workshop_id", "workshops.id"),
-            sa.Column("amount_cents", sa.Integer, nullable=False),
-            sa.Column("currency", sa.Text, nullable=False, server_default="USD"),
-            sa.Column("status", sa.Text, nullable=False),
-            _ts("created_at", default=True), _ts("updated_at", default=True),
-        ], []),
-        ("course_questions", [
-            _id(), _ref("course_id", "courses.id", nullable=False),
-            _ref("student_id", "profiles.id", nullable=False),
-            sa.Column("body", sa.Text, nullable=False), _ts("created_at", default=True),
-        ], []),
-        ("student_activity", [
-            _id(), _ref("student_id", "profiles.id", nullable=False),
-            _ref("course_id", "courses.id", nullable=False),
-            sa.Column("activity_type", sa.Text, nullable=False), sa.Column("details", _json()),
-            _ts("created_at", default=True),
-        ], [("ix_student_activity_course_created", ["course_id", "created_at"])]),
-        ("notifications", [
-            sa.Column("id", _uuid(), primary_key=True, server_default=sa.text(uuid_default)),
-            sa.Column("user_id", _uuid(), sa.ForeignKey("profiles.id", ondelete="CASCADE"),
-                      nullable=False),
-            sa.Column("type", sa.Text, nullable=False), sa.Column("title", sa.Text, nullable=False),
-            sa.Column("message", sa.Text, nullable=False),
-            sa.Column("data", _json(), nullable=False, server_default="{}"),
-            sa.Column("link", sa.Text),
-            sa.Column("priority", sa.Text, nullable=False, server_default="normal"),
-            _ts("read_at"), _ts("created_at", nullable=False, default=True),
-        ], [("ix_notifications_user_created", ["user_id", "created_at", "id"]),
-            ("ix_notifications_created", ["created_at"])]),
-        ("student_presence", [
-            sa.Column("user_id", _uuid(), sa.ForeignKey("profiles.id", ondelete="CASCADE"),
-                      primary_key=True),
-            sa.Column("scope", sa.Text, primary_key=True, server_default=""),
-            sa.Column("device_id", sa.Text, primary_key=True, server_default=""),
-            sa.Column("course_id", _uuid(), sa.ForeignKey("courses.id", ondelete="CASCADE")),
-            sa.Column("workshop_id", _uuid(), sa.ForeignKey("workshops.id", ondelete="CASCADE")),
-            sa.Column("status", sa.Text, nullable=False, server_default="online"),
-            _ts("last_seen_at", nullable=False, default=True),
-        ], [("ix_student_presence_last_seen", ["last_seen_at"])]),
+        (
+            "profiles",
+            [
+                _id(),
+                sa.Column("email", sa.Text, nullable=False, unique=True),
+                sa.Column("full_name", sa.Text),
+                sa.Column("role", sa.Text, nullable=False),
+                _ts("created_at", default=True),
+            ],
+            [],
+        ),
+        (
+            "courses",
+            [
+                _id(),
+                _ref("instructor_id", "profiles.id", nullable=False),
+                sa.Column("title", sa.Text, nullable=False),
+                _ref("updated_by", "profiles.id"),
+                _ts("created_at", default=True),
+                _ts("updated_at", default=True),
+            ],
+            [],
+        ),
+        (
+            "course_instructors",
+            [
+                sa.Column(
+                    "course_id",
+                    _uuid(),
+                    sa.ForeignKey("courses.id", ondelete="CASCADE"),
+                    primary_key=True,
+                ),
+                sa.Column(
+                    "user_id",
+                    _uuid(),
+                    sa.ForeignKey("profiles.id", ondelete="CASCADE"),
+                    primary_key=True,
+                ),
+            ],
+            [],
+        ),
+        (
+            "enrollments",
+            [
+                _id(),
+                _ref("course_id", "courses.id", nullable=False),
+                _ref("student_id", "profiles.id", nullable=False),
+                sa.Column("status", sa.Text, nullable=False, server_default="active"),
+                sa.Column("progress", sa.Integer, nullable=False, server_default="0"),
+                _ts("enrolled_at", default=True),
+                _ts("completed_at"),
+            ],
+            [],
+        ),
+        (
+            "workshops",
+            [
+                _id(),
+                _ref("instructor_id", "profiles.id", nullable=False),
+                sa.Column("title", sa.Text, nullable=False),
+                _ref("course_id", "courses.id"),
+                _ts("starts_at"),
+                sa.Column("capacity", sa.Integer),
+            ],
+            [],
+        ),
+        (
+            "workshop_registrations",
+            [
+                _id(),
+                _ref("workshop_id", "workshops.id", nullable=False),
+                _ref("user_id", "profiles.id", nullable=False),
+                sa.Column("status", sa.Text, nullable=False, server_default="registered"),
+                _ts("registered_at", default=True),
+                _ts("checked_in_at"),
+            ],
+            [],
+        ),
+        (
+            "course_reviews",
+            [
+                _id(),
+                _ref("course_id", "courses.id", nullable=False),
+                _ref("student_id", "profiles.id", nullable=False),
+                sa.Column("rating", sa.Integer, nullable=False),
+                sa.Column("comment", sa.Text),
+                _ts("created_at", default=True),
+            ],
+            [],
+        ),
+        (
+            "payments",
+            [
+                _id(),
+                _ref("user_id", "profiles.id", nullable=False),
+                _ref("course_id", "courses.id"),
+                _ref("workshop_id", "workshops.id"),
+                sa.Column("amount_cents", sa.Integer, nullable=False),
+                sa.Column("currency", sa.Text, nullable=False, server_default="USD"),
+                sa.Column("status", sa.Text, nullable=False),
+                _ts("created_at", default=True),
+                _ts("updated_at", default=True),
+            ],
+            [],
+        ),
+        (
+            "course_questions",
+            [
+                _id(),
+                _ref("course_id", "courses.id", nullable=False),
+                _ref("student_id", "profiles.id", nullable=False),
+                sa.Column("body", sa.Text, nullable=False),
+                _ts("created_at", default=True),
+            ],
+            [],
+        ),
+        (
+            "student_activity",
+            [
+                _id(),
+                _ref("student_id", "profiles.id", nullable=False),
+                _ref("course_id", "courses.id", nullable=False),
+                sa.Column("activity_type", sa.Text, nullable=False),
+                sa.Column("details", _json()),
+                _ts("created_at", default=True),
+            ],
+            [("ix_student_activity_course_created", ["course_id", "created_at"])],
+        ),
+        (
+            "notifications",
+            [
+                sa.Column("id", _uuid(), primary_key=True, server_default=sa.text(uuid_default)),
+                sa.Column(
+                    "user_id",
+                    _uuid(),
+                    sa.ForeignKey("profiles.id", ondelete="CASCADE"),
+                    nullable=False,
+                ),
+                sa.Column("type", sa.Text, nullable=False),
+                sa.Column("title", sa.Text, nullable=False),
+                sa.Column("message", sa.Text, nullable=False),
+                sa.Column("data", _json(), nullable=False, server_default="{}"),
+                sa.Column("link", sa.Text),
+                sa.Column("priority", sa.Text, nullable=False, server_default="normal"),
+                _ts("read_at"),
+                _ts("created_at", nullable=False, default=True),
+            ],
+            [
+                ("ix_notifications_user_created", ["user_id", "created_at", "id"]),
+                ("ix_notifications_created", ["created_at"]),
+            ],
+        ),
+        (
+            "student_presence",
+            [
+                sa.Column(
+                    "user_id",
+                    _uuid(),
+                    sa.ForeignKey("profiles.id", ondelete="CASCADE"),
+                    primary_key=True,
+                ),
+                sa.Column("scope", sa.Text, primary_key=True, server_default=""),
+                sa.Column("device_id", sa.Text, primary_key=True, server_default=""),
+                sa.Column("course_id", _uuid(), sa.ForeignKey("courses.id", ondelete="CASCADE")),
+                sa.Column(
+                    "workshop_id", _uuid(), sa.ForeignKey("workshops.id", ondelete="CASCADE")
+                ),
+                sa.Column("status", sa.Text, nullable=False, server_default="online"),
+                _ts("last_seen_at", nullable=False, default=True),
+            ],
+            [("ix_student_presence_last_seen", ["last_seen_at"])],
+        ),
     ]
 
 
@@ -175,9 +271,13 @@ def upgrade() -> None:
         # Never reuse the id of a processed (deleted) event: some ledger keys name it.
         sqlite_autoincrement=True,
     )
-    op.create_index("ix_hg_events_due", "hg_events", ["id"],
-                    postgresql_where=sa.text("status = 'pending'"),
-                    sqlite_where=sa.text("status = 'pending'"))
+    op.create_index(
+        "ix_hg_events_due",
+        "hg_events",
+        ["id"],
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    )
     op.create_table(
         "hg_ledger",
         sa.Column("rule", sa.Text, primary_key=True),

@@ -54,21 +54,54 @@ _PAYMENT = ("user_id", "course_id", "workshop_id", "amount_cents", "currency")
 
 CAPTURES = (
     Capture("hg_enrollment_created", "enrollments", "INSERT", "enrollment.created", _ENROLLMENT),
-    Capture("hg_enrollment_completed_ins", "enrollments", "INSERT", "enrollment.completed",
-            _ENROLLMENT, _COMPLETED),
-    Capture("hg_enrollment_completed_upd", "enrollments", "UPDATE OF status",
-            "enrollment.completed", _ENROLLMENT,
-            f"{_COMPLETED} AND OLD.status IS DISTINCT FROM 'completed'"),
-    Capture("hg_workshop_registration_created", "workshop_registrations", "INSERT",
-            "workshop_registration.created", ("workshop_id", "user_id")),
-    Capture("hg_review_created", "course_reviews", "INSERT", "review.created",
-            ("course_id", "student_id", "rating", "comment")),
-    Capture("hg_question_created", "course_questions", "INSERT", "question.created",
-            ("course_id", "student_id", "body")),
-    Capture("hg_payment_succeeded_ins", "payments", "INSERT", "payment.succeeded", _PAYMENT,
-            _SUCCEEDED),
-    Capture("hg_payment_succeeded_upd", "payments", "UPDATE OF status", "payment.succeeded",
-            _PAYMENT, f"{_SUCCEEDED} AND OLD.status IS DISTINCT FROM 'succeeded'"),
+    Capture(
+        "hg_enrollment_completed_ins",
+        "enrollments",
+        "INSERT",
+        "enrollment.completed",
+        _ENROLLMENT,
+        _COMPLETED,
+    ),
+    Capture(
+        "hg_enrollment_completed_upd",
+        "enrollments",
+        "UPDATE OF status",
+        "enrollment.completed",
+        _ENROLLMENT,
+        f"{_COMPLETED} AND OLD.status IS DISTINCT FROM 'completed'",
+    ),
+    Capture(
+        "hg_workshop_registration_created",
+        "workshop_registrations",
+        "INSERT",
+        "workshop_registration.created",
+        ("workshop_id", "user_id"),
+    ),
+    Capture(
+        "hg_review_created",
+        "course_reviews",
+        "INSERT",
+        "review.created",
+        ("course_id", "student_id", "rating", "comment"),
+    ),
+    Capture(
+        "hg_question_created",
+        "course_questions",
+        "INSERT",
+        "question.created",
+        ("course_id", "student_id", "body"),
+    ),
+    Capture(
+        "hg_payment_succeeded_ins", "payments", "INSERT", "payment.succeeded", _PAYMENT, _SUCCEEDED
+    ),
+    Capture(
+        "hg_payment_succeeded_upd",
+        "payments",
+        "UPDATE OF status",
+        "payment.succeeded",
+        _PAYMENT,
+        f"{_SUCCEEDED} AND OLD.status IS DISTINCT FROM 'succeeded'",
+    ),
 )
 # Course edits: any column but updated_at/updated_by changed, with updated_by set.
 COURSE_UPDATE = "hg_course_updated"
@@ -151,7 +184,11 @@ def _pg_create_trigger(table: str, ddl: str) -> None:
                 raise
             log.warning(
                 "waiting for a lock on table %s (busy with platform writes; lock_timeout %s, "
-                "attempt %d of %d)", table, LOCK_TIMEOUT, attempt, LOCK_ATTEMPTS,
+                "attempt %d of %d)",
+                table,
+                LOCK_TIMEOUT,
+                attempt,
+                LOCK_ATTEMPTS,
             )
             time.sleep(min(0.2 * attempt, 2.0))
             continue
@@ -191,9 +228,7 @@ def _upgrade_sqlite() -> None:
         if col["name"] not in _BOOKKEEPING
     ]
     differs = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in columns)
-    changed = " UNION ALL ".join(
-        f"SELECT '{c}' AS c WHERE NEW.{c} IS NOT OLD.{c}" for c in columns
-    )
+    changed = " UNION ALL ".join(f"SELECT '{c}' AS c WHERE NEW.{c} IS NOT OLD.{c}" for c in columns)
     op.execute(
         f"CREATE TRIGGER IF NOT EXISTS {COURSE_UPDATE} AFTER UPDATE ON courses\n"
         f"WHEN NEW.updated_by IS NOT NULL AND ({differs})\n"
