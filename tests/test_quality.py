@@ -1,4 +1,4 @@
-"""The house habits, checked with every test run: ruff, and mypy strict on core and worker."""
+"""The house habits, checked with every test run: ruff check and format, mypy strict."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_ruff_is_clean() -> None:
     proc = _run("ruff", "check", ".")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+
+
+def test_ruff_format_is_clean() -> None:
+    proc = _run("ruff", "format", "--check", ".")
     assert proc.returncode == 0, proc.stdout[-3000:]
 
 
