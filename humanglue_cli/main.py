@@ -4,6 +4,9 @@ from __future__ import annotations
 
 
 def main() -> None:
+    from humanglue_cli.commands.runtime import ensure_streams
+
+    ensure_streams()
     from humanglue_cli.commands.app import app
 
     app()

@@ -53,7 +53,7 @@ class Site:
 
     @classmethod
     def create(cls, url: str, home: Path, backend: str) -> Site:
-        engine = create_engine(url)
+        engine = create_engine(url, create=True)
         migrate.upgrade(engine)
         site = cls(url, home, backend, engine)
         for name, role in [

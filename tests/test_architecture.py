@@ -24,9 +24,16 @@ def _modules_after(code: str) -> set[str]:
     return {m.split(".")[0] for m in json.loads(out.strip().splitlines()[-1])}
 
 
+CORE = ROOT / "humanglue_cli" / "core"
+
+
 @pytest.mark.parametrize(
     "module",
-    sorted(p.stem for p in (ROOT / "humanglue_cli" / "core").glob("*.py") if p.stem != "__init__"),
+    sorted(
+        ".".join(p.relative_to(CORE).with_suffix("").parts)
+        for p in CORE.rglob("*.py")
+        if p.stem != "__init__"
+    ),
 )
 def test_core_modules_import_no_edge(module: str) -> None:
     loaded = _modules_after(f"import humanglue_cli.core.{module}")

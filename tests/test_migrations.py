@@ -16,7 +16,7 @@ from tests.conftest import BACKENDS
 
 @BACKENDS
 def test_migrations_equal_the_declared_models(empty_db: str) -> None:
-    engine = create_engine(empty_db)
+    engine = create_engine(empty_db, create=True)
     migrate.upgrade(engine)
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
@@ -31,7 +31,7 @@ def test_migrations_equal_the_declared_models(empty_db: str) -> None:
 
 @BACKENDS
 def test_upgrade_twice_changes_nothing(empty_db: str) -> None:
-    engine = create_engine(empty_db)
+    engine = create_engine(empty_db, create=True)
     assert migrate.upgrade(engine) == (None, migrate.head_revision())
     with engine.connect() as conn:
         before = sorted(sa.inspect(conn).get_table_names())
@@ -54,7 +54,7 @@ def platform_ddl(uuid: str) -> list[str]:
 
 @BACKENDS
 def test_existing_platform_tables_are_left_alone(empty_db: str) -> None:
-    engine = create_engine(empty_db)
+    engine = create_engine(empty_db, create=True)
     with engine.begin() as conn:
         for ddl in platform_ddl("UUID" if conn.dialect.name == "postgresql" else "VARCHAR(36)"):
             conn.execute(sa.text(ddl))
@@ -94,7 +94,7 @@ def test_existing_platform_tables_are_left_alone(empty_db: str) -> None:
 
 @BACKENDS
 def test_a_platform_table_missing_a_rule_column_is_named(empty_db: str) -> None:
-    engine = create_engine(empty_db)
+    engine = create_engine(empty_db, create=True)
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE profiles (id VARCHAR(36) PRIMARY KEY, email TEXT)"))
     with pytest.raises(SchemaError, match=r"profiles lacks .*full_name, role"):
@@ -114,7 +114,7 @@ def test_trigger_creation_waits_politely_for_a_busy_table() -> None:
     from tests.helpers import CLI
 
     url, name = _new_postgres()
-    engine = create_engine(url)
+    engine = create_engine(url, create=True)
     try:
         migrate.upgrade(engine, "0001")
         holder = engine.connect()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from humanglue_cli.core import outbox, pipeline
+from humanglue_cli.core import pipeline
+from humanglue_cli.core.store import events
 from tests.helpers import Site, new_id
 
 
@@ -41,24 +42,24 @@ def test_events_in_one_batch_for_one_entity_notify_once(site: Site) -> None:
 
 def test_unprocessable_event_backs_off_then_is_kept_as_failed(site: Site) -> None:
     with site.engine.begin() as conn:
-        bad = outbox.enqueue(conn, "no.such.kind", new_id(), {})
+        bad = events.enqueue(conn, "no.such.kind", new_id(), {})
     site.enroll()
     result = pipeline.drain(site.engine)
     assert (result.processed, result.failed) == (1, 1)
-    for attempt in range(2, outbox.MAX_ATTEMPTS + 1):
+    for attempt in range(2, events.MAX_ATTEMPTS + 1):
         site.sql("UPDATE hg_events SET available_at = created_at WHERE id = :i", i=bad)
         assert pipeline.drain(site.engine).failed == 1, attempt
     row = site.sql("SELECT status, attempts, last_error FROM hg_events WHERE id = :i", i=bad)[0]
-    assert (row.status, row.attempts) == ("failed", outbox.MAX_ATTEMPTS)
+    assert (row.status, row.attempts) == ("failed", events.MAX_ATTEMPTS)
     assert "unknown event kind" in row.last_error
     assert pipeline.drain(site.engine).claimed == 0  # failed events are not due
     with site.engine.begin() as conn:
-        assert outbox.retry(conn, [bad]) == 1
+        assert events.retry_failed(conn, [bad]) == 1
     assert pipeline.drain(site.engine).failed == 1
 
 
 def test_backoff_grows_and_is_capped() -> None:
-    delays = [outbox.backoff(n).total_seconds() for n in range(1, 12)]
+    delays = [events.backoff(n).total_seconds() for n in range(1, 12)]
     assert delays[:4] == [2, 4, 8, 16] and max(delays) == 300 and delays == sorted(delays)
 
 
@@ -67,7 +68,7 @@ def test_a_database_error_in_a_batch_fails_only_its_culprit(site: Site) -> None:
     # foreign key on PostgreSQL; on SQLite (no FK checks by the platform) it is just missing.
     site.enroll()
     with site.engine.begin() as conn:
-        outbox.enqueue(
+        events.enqueue(
             conn,
             "announcement.sent",
             site.people["root"],
@@ -79,10 +80,11 @@ def test_a_database_error_in_a_batch_fails_only_its_culprit(site: Site) -> None:
 
 
 def test_announcement_fans_out_in_one_statement(site: Site) -> None:
-    from humanglue_cli.core import announcements, directory
+    from humanglue_cli.core import announcements
+    from humanglue_cli.core.store import people
 
     with site.engine.begin() as conn:
-        root = directory.find_person(conn, "root@example.edu")
+        root = people.find_person(conn, "root@example.edu")
         announcements.send(
             conn,
             root,

@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from humanglue_cli.commands import render
+from humanglue_cli.core import timeutil
+from humanglue_cli.core.domain import Notification
 from humanglue_cli.core.errors import BadInput
-from humanglue_cli.core.inbox import Notification
 
 NOW = datetime(2024, 5, 10, 15, 0, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -65,10 +66,10 @@ def test_yesterday_follows_the_display_time_zone() -> None:
 
 
 def test_zone_by_name_and_unknown_name_is_bad_input() -> None:
-    assert render.zone("Asia/Tokyo") == ZoneInfo("Asia/Tokyo")
-    assert render.zone(None).utcoffset(NOW) is not None
+    assert timeutil.zone("Asia/Tokyo") == ZoneInfo("Asia/Tokyo")
+    assert timeutil.zone(None).utcoffset(NOW) is not None
     with pytest.raises(BadInput, match="unknown time zone"):
-        render.zone("Mars/Olympus_Mons")
+        timeutil.zone("Mars/Olympus_Mons")
 
 
 def test_plain_line_is_one_line_with_fields_split_by_spaces() -> None:
@@ -136,6 +137,8 @@ def test_cleanup_report_names_cutoffs_and_counts(capsys: pytest.CaptureFixture[s
     }
     render.cleanup_report(result, UTC, {"notifications": "30d", "presence": "24h"})
     out, err = capsys.readouterr()
-    assert "notifications: would delete 2 created before 2024-04-10 15:00:00 UTC" in out
+    assert (
+        "notifications: would delete 2 notifications created before 2024-04-10 15:00:00 UTC" in out
+    )
     assert "presence: would delete 1" in out and "(retention 24h)" in out
     assert "dry run" in err

@@ -1,14 +1,19 @@
-"""Settings resolve flag > environment > config file > default (CONTRACT §2)."""
+"""Settings resolve flag > environment > config file > default (CONTRACT §2), and each is
+checked when it is used, its error naming where the bad value came from."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from humanglue_cli.core.errors import BadInput
-from humanglue_cli.core.settings import load_settings, parse_duration, parse_when
+from humanglue_cli.core.settings import load_settings
+from humanglue_cli.core.timeutil import parse_duration, parse_when
+
+NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -19,17 +24,34 @@ def test_durations(text: str, seconds: int) -> None:
     assert parse_duration(text) == timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["", "1", "h", "1y", "-3d", "1.5h", "the day before"])
-def test_bad_durations_are_bad_input(text: str) -> None:
+@pytest.mark.parametrize(
+    "text",
+    ["", "1", "h", "1y", "-3d", "1.5h", "the day before", "99999999d", "9999999999999999999999s",
+     "36501d", "١٠d"],
+)  # fmt: skip
+def test_bad_or_absurd_durations_are_bad_input(text: str) -> None:
     with pytest.raises(BadInput):
         parse_duration(text)
 
 
 def test_when_takes_durations_and_iso() -> None:
-    now = datetime(2026, 11, 24, 12, tzinfo=UTC)
-    assert parse_when("1h", now) == now - timedelta(hours=1)
-    assert parse_when("2026-11-24T10:00:00", now) == datetime(2026, 11, 24, 10, tzinfo=UTC)
-    assert parse_when("2026-11-24T10:00:00+02:00", now).utcoffset() == timedelta(hours=2)
+    assert parse_when("1h", UTC, NOW) == NOW - timedelta(hours=1)
+    assert parse_when("2026-11-24T10:00:00", UTC, NOW) == datetime(2026, 11, 24, 10, tzinfo=UTC)
+    with_offset = parse_when("2026-11-24T10:00:00+02:00", UTC, NOW)
+    assert with_offset == datetime(2026, 11, 24, 8, tzinfo=UTC)
+
+
+def test_a_naive_time_is_in_the_display_zone() -> None:
+    tokyo = ZoneInfo("Asia/Tokyo")
+    assert parse_when("2026-11-24T21:00", tokyo, NOW) == datetime(2026, 11, 24, 12, tzinfo=UTC)
+    assert parse_when("2026-11-25", tokyo, NOW) == datetime(2026, 11, 24, 15, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text", ["99999999d", "99999-01-01", "2026-13-01", "x" * 100_000])
+def test_absurd_times_are_bad_input_with_a_short_message(text: str) -> None:
+    with pytest.raises(BadInput) as raised:
+        parse_when(text, UTC, NOW)
+    assert len(str(raised.value)) < 300
 
 
 def _config(tmp_path: Path, text: str) -> Path:
@@ -49,19 +71,68 @@ def test_precedence_flag_env_file_default(tmp_path: Path, monkeypatch: pytest.Mo
     assert load_settings().user == "file@x.edu"
 
 
-def test_retention_minimums_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_setting_fails_only_where_it_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUMANGLUE_NOTIFICATION_RETENTION", "12h")
-    with pytest.raises(BadInput, match="under the minimum of 1d"):
-        load_settings()
+    settings = load_settings()  # resolving checks nothing
+    assert settings.database_url.startswith("sqlite:///")
+    with pytest.raises(BadInput, match="HUMANGLUE_NOTIFICATION_RETENTION.*under the minimum of 1d"):
+        settings.notification_retention  # noqa: B018
     monkeypatch.setenv("HUMANGLUE_NOTIFICATION_RETENTION", "7d")
     monkeypatch.setenv("HUMANGLUE_PRESENCE_RETENTION", "30m")
+    assert load_settings().notification_retention == timedelta(days=7)
     with pytest.raises(BadInput, match="under the minimum of 1h"):
-        load_settings()
+        load_settings().presence_retention  # noqa: B018
+
+
+def test_config_file_values_name_the_file(tmp_path: Path) -> None:
+    path = _config(tmp_path, 'notification_retention = "forever"\n')
+    with pytest.raises(BadInput, match=f"notification_retention in {path}: not a duration"):
+        load_settings(config=str(path)).notification_retention  # noqa: B018
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("garbage", "not a database URL"),
+        ("mysql://root@localhost/x", "unsupported database 'mysql"),
+        ("postgresql+psycopg2://h/db", "unsupported database"),
+        ("postgresql://127.0.0.1:5432", "names no database"),
+        ("postgresql://", "names no database"),
+        ("sqlite://", "names a file"),
+    ],
+)
+def test_database_urls_are_checked(url: str, message: str) -> None:
+    with pytest.raises(BadInput, match=message):
+        load_settings(database_url=url).database_url  # noqa: B018
+
+
+@pytest.mark.parametrize("url", ["foo://bar", "amqp://guest@localhost//", "redis://h:port/0", "x"])
+def test_broker_urls_are_checked(url: str) -> None:
+    with pytest.raises(BadInput):
+        load_settings(broker_url=url).broker_url  # noqa: B018
+    assert load_settings(broker_url="rediss://h:6380/0").broker_url == "rediss://h:6380/0"
+
+
+def test_a_value_that_is_not_utf8_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(BadInput, match="--user.*not valid UTF-8"):
+        load_settings(user="ada\udcff@example.edu")
 
 
 def test_unknown_config_key_and_missing_explicit_file(tmp_path: Path) -> None:
     path = _config(tmp_path, 'databse_url = "typo"\n')
-    with pytest.raises(BadInput, match="unknown key"):
+    with pytest.raises(BadInput, match="unknown setting 'databse_url'"):
         load_settings(config=str(path))
     with pytest.raises(BadInput, match="not found"):
         load_settings(config=str(tmp_path / "nope.toml"))
+
+
+def test_child_env_carries_every_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _config(tmp_path, 'notification_retention = "90d"\n')
+    monkeypatch.setenv("HUMANGLUE_TZ", "Asia/Tokyo")
+    settings = load_settings(config=str(path), database_url="sqlite:///x.db")
+    assert settings.child_env() == {
+        "HUMANGLUE_CONFIG": str(path),
+        "HUMANGLUE_DATABASE_URL": "sqlite:///x.db",
+        "HUMANGLUE_NOTIFICATION_RETENTION": "90d",
+        "HUMANGLUE_TZ": "Asia/Tokyo",
+    }

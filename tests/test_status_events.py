@@ -11,9 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from humanglue_cli.commands.app import app
-from humanglue_cli.core import maintenance, outbox
-from humanglue_cli.core.db import get_engine
-from humanglue_cli.core.settings import normalize_database_url
+from humanglue_cli.core import maintenance
+from humanglue_cli.core.db import dispose_engines
+from humanglue_cli.core.settings import load_settings
+from humanglue_cli.core.store import events, workers
 from tests.conftest import BACKENDS
 from tests.helpers import Site
 
@@ -25,7 +26,7 @@ def hg(url: str, *args: str) -> Any:
     try:
         return CliRunner().invoke(app, ["--database-url", url, *args])
     finally:
-        get_engine(normalize_database_url(url)).dispose()
+        dispose_engines()
 
 
 def status_json(url: str, *args: str) -> tuple[int, dict[str, Any]]:
@@ -36,15 +37,18 @@ def status_json(url: str, *args: str) -> tuple[int, dict[str, Any]]:
 def failed_event(site: Site, kind: str = "bogus.kind", entity: str = "x") -> int:
     """An event kept as failed, as the worker leaves one after its last attempt."""
     with site.engine.begin() as conn:
-        event_id = outbox.enqueue(conn, kind, entity, {"why": "test"})
-        for _ in range(outbox.MAX_ATTEMPTS):
-            outbox.fail(conn, [(event_id, f"unknown event kind {kind!r}")])
+        event_id = events.enqueue(conn, kind, entity, {"why": "test"})
+    site.sql(
+        "UPDATE hg_events SET status = 'failed', attempts = :a, last_error = :e, "
+        "failed_at = CURRENT_TIMESTAMP WHERE id = :i",
+        a=events.MAX_ATTEMPTS, e=f"unknown event kind {kind!r}", i=event_id,
+    )  # fmt: skip
     return event_id
 
 
 def pending_event(site: Site, due_seconds_ago: int = 0) -> int:
     with site.engine.begin() as conn:
-        event_id = outbox.enqueue(conn, "bogus.kind", "y", {})
+        event_id = events.enqueue(conn, "bogus.kind", "y", {})
     if due_seconds_ago:
         earlier = (
             f"datetime('now', '-{due_seconds_ago} seconds')"
@@ -58,9 +62,16 @@ def pending_event(site: Site, due_seconds_ago: int = 0) -> int:
     return event_id
 
 
-def beat(site: Site) -> None:
+def beat(site: Site, worker: str = "embedded-test-1", ago: int = 0) -> None:
     with site.engine.begin() as conn:
-        outbox.heartbeat(conn, "embedded-test-1", "embedded", "testhost", 4242, 17)
+        workers.beat(conn, worker, "embedded", "testhost", 4242, 17)
+    if ago:
+        earlier = (
+            f"datetime('now', '-{ago} seconds')"
+            if site.backend == "sqlite"
+            else f"now() - interval '{ago} seconds'"
+        )
+        site.sql(f"UPDATE hg_workers SET last_seen_at = {earlier} WHERE id = :w", w=worker)
 
 
 def event_states(site: Site) -> dict[int, tuple[str, int]]:
@@ -73,7 +84,7 @@ def event_states(site: Site) -> dict[int, tuple[str, int]]:
 def test_status_is_healthy_on_a_fresh_database_with_a_live_worker(site: Site) -> None:
     # Given a migrated database, a worker's recent heartbeat and a cleanup run
     beat(site)
-    maintenance.cleanup(site.engine, dry_run=False)
+    maintenance.cleanup(site.engine, load_settings(), dry_run=False)
     # When
     code, report = status_json(site.url)
     # Then every check is present and ok
@@ -114,6 +125,28 @@ def test_absent_workers_and_cleanup_only_warn(site: Site) -> None:
     assert report["checks"]["cleanup"]["status"] == "warn"
 
 
+def test_a_worker_gone_silent_or_stopped_is_unhealthy(site: Site) -> None:
+    # Given a worker whose last beat is 20 s old (killed: it missed three beats)
+    beat(site, ago=20)
+    # Then status fails, and the workers line says why
+    code, report = status_json(site.url)
+    assert code == 1
+    check = report["checks"]["workers"]
+    assert check["status"] == "fail" and "no live worker" in check["message"]
+    assert "silent" in check["message"] and check["seen"][0]["alive"] is False
+    # A worker that stopped on a signal is as gone
+    beat(site, worker="embedded-test-2")
+    with site.engine.begin() as conn:
+        workers.stopped(conn, "embedded-test-2")
+    code, report = status_json(site.url)
+    assert code == 1 and "stopped" in report["checks"]["workers"]["message"]
+    # One seen only more than a day ago is not missed: a warning (cron-run burst workers)
+    site.sql("DELETE FROM hg_workers")
+    beat(site, ago=25 * 3600)
+    code, report = status_json(site.url)
+    assert code == 0 and report["checks"]["workers"]["status"] == "warn"
+
+
 def test_a_failed_event_is_unhealthy(site: Site) -> None:
     beat(site)
     failed_event(site)
@@ -142,7 +175,6 @@ def test_a_stuck_backlog_is_unhealthy_and_a_fresh_one_is_not(site: Site) -> None
     assert code == 1
     backlog = report["checks"]["backlog"]
     assert (backlog["status"], backlog["pending"], backlog["due"]) == ("fail", 2, 2)
-    assert backlog["oldest_due_age_seconds"] >= 119
     assert backlog["longest_due_wait_seconds"] >= 119
 
 
@@ -210,7 +242,7 @@ def test_failed_events_are_listed(site: Site) -> None:
     assert {k: item[k] for k in ("kind", "entity_id", "attempts")} == {
         "kind": "bogus.kind",
         "entity_id": "e-1",
-        "attempts": outbox.MAX_ATTEMPTS,
+        "attempts": events.MAX_ATTEMPTS,
     }
     assert "bogus.kind" in item["last_error"] and item["failed_at"].endswith("+00:00")
     limited = json.loads(hg(site.url, "events", "failed", "--json", "--limit", "1").stdout)
@@ -235,7 +267,7 @@ def test_retry_by_id_puts_only_that_event_back(site: Site) -> None:
     result = hg(site.url, "events", "retry", str(first), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == {"retried": 1}
-    assert event_states(site) == {first: ("pending", 0), second: ("failed", outbox.MAX_ATTEMPTS)}
+    assert event_states(site) == {first: ("pending", 0), second: ("failed", events.MAX_ATTEMPTS)}
 
 
 def test_retry_all(site: Site) -> None:

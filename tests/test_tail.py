@@ -233,7 +233,9 @@ def test_unreachable_at_start_is_retried_but_no_follow_is_exit_5(
 ) -> None:
     nowhere = "postgresql://postgres@127.0.0.1:1/none"
     tail = Tail(pg_site, tails, HUMANGLUE_DATABASE_URL=nowhere)
-    wait_until(lambda: tail.said("database unavailable") and tail.said("retrying in"), timeout=20)
+    wait_until(
+        lambda: tail.said("database unavailable") and tail.said("retrying every"), timeout=20
+    )
     assert tail.proc.poll() is None
     assert tail.stop() == 0
     once = pg_site.hg(

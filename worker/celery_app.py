@@ -3,16 +3,48 @@
 The broker is only a wake-up call: the outbox in the database is the truth. Messages carry
 no data, only "there is work"; a poller inside every worker re-dispatches whatever the
 broker lost (a Redis restart, the messages a killed worker had reserved).
+
+Settings come from the same sources as the CLI's (flag > environment > config file >
+default): `humanglue worker` and `humanglue beat` hand theirs down through the environment,
+and `celery -A worker …` started by hand reads the environment and the config file.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+
 from celery import Celery
 from celery.schedules import crontab
 
-from humanglue_cli.core.settings import load_settings
+from humanglue_cli.core.errors import HumanGlueError
+from humanglue_cli.core.settings import Settings, load_settings, state_dir
 
-settings = load_settings()
+
+def _settings() -> Settings:
+    """The settings, checked now: a bad one is one line and exit 2, not a Celery traceback."""
+    try:
+        settings = load_settings()
+        settings.database_url  # noqa: B018 - validate before any worker starts
+        settings.broker_url  # noqa: B018
+    except HumanGlueError as error:
+        print(f"humanglue: {error}", file=sys.stderr)
+        raise SystemExit(error.exit_code) from None
+    return settings
+
+
+settings = _settings()
+
+
+def _beat_schedule_file() -> str:
+    """Beat's state lives in the user state dir, never in the working directory."""
+    folder = state_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return "celerybeat-schedule"
+    return str(folder / "celerybeat-schedule")
+
 
 app = Celery(
     "humanglue",
@@ -29,16 +61,16 @@ app.conf.update(
     # strand a killed worker's message for `visibility_timeout`, and leave in-flight messages
     # to ack through a connection that may be gone (worker/consumer.py).
     task_acks_late=False,
-    worker_cancel_long_running_tasks_on_connection_loss=True,  # no-op without late acks
     # One task claims a whole batch from the database; prefetching more only strands messages.
     worker_prefetch_multiplier=1,
-    # Redis emulates acks: an unacked message returns after this. The poller re-dispatches
-    # long before, so it only bounds how long a lost message lingers in Redis.
-    # Publishing a wake-up fails fast while the broker is down (the poller re-sends every
-    # second or two): no reconnect loop inside `send_task`, no long connect to a dead host.
+    # Redis emulates acks: an unacked message returns after `visibility_timeout`; the poller
+    # re-dispatches long before, so it only bounds how long a lost message lingers. Publishing
+    # fails fast while the broker is down (the poller re-sends), and every socket has a
+    # timeout: a TLS URL pointed at a plaintext Redis fails instead of hanging.
     broker_transport_options={
         "visibility_timeout": 300,
         "socket_connect_timeout": 2,
+        "socket_timeout": 10,
         "max_retries": 0,
     },
     broker_connection_retry_on_startup=True,
@@ -48,11 +80,15 @@ app.conf.update(
     worker_hijack_root_logger=False,
     task_default_queue="humanglue",
     timezone="UTC",
+    beat_schedule_filename=_beat_schedule_file(),
     beat_schedule={
-        "sweep": {"task": "humanglue.sweep", "schedule": 10.0},
         "cleanup": {"task": "humanglue.cleanup", "schedule": crontab(minute="17", hour="3")},
     },
 )
+
+# Nothing at INFO per task: a busy worker would write two lines per wake-up, an idle one none.
+for _name in ("celery.app.trace", "celery.worker.strategy"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 # The in-worker poller (worker/poller.py) runs in every worker, beat or no beat.
 from worker.poller import OutboxPoller  # noqa: E402

@@ -1,24 +1,23 @@
-"""The database engine of this worker process (re-created after a fork)."""
+"""The settings and database engine of this worker process (re-created after a fork)."""
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import sqlalchemy as sa
 from celery.signals import worker_process_init
 
 from humanglue_cli.core.db import dispose_engines, get_engine
-from humanglue_cli.core.settings import load_settings
+from humanglue_cli.core.settings import Settings
+from worker.celery_app import settings as _settings
 
 
-@functools.cache
-def _database_url() -> str:
-    return load_settings().database_url
+def settings() -> Settings:
+    return _settings
 
 
 def engine() -> sa.Engine:
-    return get_engine(_database_url())
+    return get_engine(_settings.database_url)
 
 
 @worker_process_init.connect

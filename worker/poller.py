@@ -21,8 +21,10 @@ from typing import Any
 
 from celery import bootsteps
 
-from humanglue_cli.core import embedded
+from humanglue_cli.core import runner
+from humanglue_cli.core.backoff import Backoff
 from humanglue_cli.core.db import wrap_errors
+from humanglue_cli.core.errors import first_line
 
 log = logging.getLogger("humanglue.worker")
 
@@ -57,7 +59,7 @@ class OutboxPoller(bootsteps.StartStopStep):
             while not self._stop.is_set():
                 self._stop.wait(loop.tick())
         finally:
-            loop.heartbeat.stop()
+            loop.stop()
 
 
 class PollLoop:
@@ -68,10 +70,11 @@ class PollLoop:
 
         self.app = app
         self.db = engine()
-        self.interval = embedded.default_poll_interval(self.db)
-        self.heartbeat = embedded.Heartbeat(self.db, "celery")
-        self.database = embedded.Outage("database")
-        self.broker = embedded.Outage("broker", max_delay=REDISPATCH * 2)
+        self.interval = runner.default_poll_interval(self.db)
+        self.heartbeat = runner.Heartbeat(self.db, "celery")
+        self.beating = False
+        self.database = Backoff("database")
+        self.broker = Backoff("broker", cap=REDISPATCH * 2)
         self.due: int | None = None  # the oldest due event, as last seen
         self.due_since = 0.0  # when it became the oldest
         self.sent = 0.0  # when a wake-up for it was last published
@@ -86,10 +89,13 @@ class PollLoop:
         processed = tasks.processed.value
         try:
             with wrap_errors(self.db):
+                if not self.beating:
+                    self.heartbeat.start()
+                    self.beating = True
                 self.heartbeat.processed = processed
-                self.heartbeat.beat()
-                due = embedded.first_due(self.db)
+                due = runner.first_due(self.db)
         except Exception as error:  # the database is down (or has no schema): say so, retry
+            self.due = None  # once it is back, the stall clock starts afresh
             return self.database.failed(error)
         self.database.ok()
         now = time.monotonic()
@@ -105,6 +111,10 @@ class PollLoop:
         if now - self.due_since >= STALL:
             self._drain_here(now, tasks)
         return self.interval
+
+    def stop(self) -> None:
+        if self.beating:
+            self.heartbeat.stop()
 
     def _wake(self, now: float) -> None:
         try:
@@ -128,11 +138,7 @@ class PollLoop:
         try:
             result = tasks.drain(DRAIN_BUDGET)
         except Exception as error:
-            text = str(error).strip()
-            log.warning(
-                "poller could not process the outbox: %s",
-                text.splitlines()[0] if text else type(error).__name__,
-            )
+            log.warning("poller could not process the outbox: %s", first_line(error))
             return
         if result.claimed:
             log.info(

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
-from humanglue_cli.core import embedded, maintenance, pipeline
+from humanglue_cli.core import maintenance, pipeline
+from humanglue_cli.core.db import Fault, classify
+from humanglue_cli.core.errors import first_line
 from worker.celery_app import app
-from worker.engine import engine
+from worker.engine import engine, settings
+
+log = logging.getLogger("humanglue.worker")
 
 TIME_BUDGET = 2.0  # seconds a task drains before it leaves the rest to the next wake-up
 
@@ -36,23 +41,30 @@ def drain(budget: float, batch_size: int = pipeline.BATCH_SIZE) -> pipeline.Batc
     return result
 
 
+def _unfinished(task: str, error: Exception) -> dict[str, Any]:
+    """One line for a task that could not run, never a traceback: an outage is the poller's to
+    report and to wait out, and the work is in the database for the next try."""
+    if classify(error) is Fault.OUTAGE:
+        log.warning("%s: database unavailable (%s); the work waits", task, first_line(error))
+    else:
+        log.error("%s failed: %s: %s", task, type(error).__name__, first_line(error))
+    return {"error": first_line(error)}
+
+
 @app.task(name="humanglue.process_events")
-def process_events(batch_size: int = pipeline.BATCH_SIZE) -> dict[str, int]:
+def process_events(batch_size: int = pipeline.BATCH_SIZE) -> dict[str, Any]:
     """Drain due events from the outbox, in batches, for up to TIME_BUDGET seconds."""
-    result = drain(TIME_BUDGET, batch_size)
+    try:
+        result = drain(TIME_BUDGET, batch_size)
+    except Exception as error:
+        return _unfinished("process_events", error)
     return {"processed": result.processed, "failed": result.failed}
-
-
-@app.task(name="humanglue.sweep")
-def sweep() -> bool:
-    """Re-dispatch stranded events: wake a worker if anything is due."""
-    if embedded.first_due(engine()) is not None:
-        process_events.delay()
-        return True
-    return False
 
 
 @app.task(name="humanglue.cleanup")
 def cleanup() -> dict[str, Any]:
-    """Delete expired notifications and stale presence (the retention settings)."""
-    return maintenance.cleanup(engine(), dry_run=False)
+    """Delete what is past its retention (the retention settings)."""
+    try:
+        return maintenance.cleanup(engine(), settings(), dry_run=False)
+    except Exception as error:
+        return _unfinished("cleanup", error)

@@ -18,11 +18,16 @@ def upgrade(ctx: typer.Context) -> None:
     Example: humanglue --database-url postgresql://localhost/platform db upgrade
     """
     from humanglue_cli.core import migrate
-    from humanglue_cli.core.db import describe
+    from humanglue_cli.core.db import create_engine
+    from humanglue_cli.core.urls import describe
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.WARNING)
     rt = runtime(ctx)
-    before, after = migrate.upgrade(rt.engine)
+    engine = create_engine(rt.settings.database_url, create=True)
+    try:
+        before, after = migrate.upgrade(engine)
+    finally:
+        engine.dispose()
     where = describe(rt.settings.database_url)
     if before == after:
         typer.echo(f"schema of {where} is current (revision {after})", err=True)

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from humanglue_cli.commands.runtime import is_terminal
+from humanglue_cli.commands.runtime import is_terminal, status
+from humanglue_cli.core.text import one_line
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from humanglue_cli.core.demo import Cast
-    from humanglue_cli.core.inbox import Notification
+    from humanglue_cli.core.domain import Notification
 
 PACE = 2.0  # seconds between two platform changes at --speed 1
 LOOK_BACK = timedelta(seconds=5)  # the last look re-reads this far back before the start
@@ -54,7 +55,7 @@ def demo(
     handlers = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
     }
-    engine = create_engine(f"sqlite:///{path}")
+    engine = create_engine(f"sqlite:///{path}", create=True)
     try:
         migrate.upgrade(engine)
         cast = sample.build_platform(engine)
@@ -67,14 +68,15 @@ def demo(
 
 
 def _say(text: str) -> None:
-    typer.echo(f"humanglue: {text}", err=True)
+    status(text)
 
 
 def _run(
     engine: sa.Engine, cast: Cast, seconds: float, interval: float, stop: threading.Event
 ) -> int:
     """The platform in one thread, the worker in another; the owner's inbox followed here."""
-    from humanglue_cli.core import embedded, inbox, tail
+    from humanglue_cli.core import runner, tail
+    from humanglue_cli.core.store import notifications as inbox
 
     courses = " and ".join(title for title, _ in cast.courses.values())
     _say(
@@ -83,7 +85,7 @@ def _run(
     )
     worker_stop, feed_stop = threading.Event(), threading.Event()
     worker = threading.Thread(
-        target=embedded.run, args=(engine, worker_stop), name="humanglue-demo-worker", daemon=True
+        target=runner.run, args=(engine, worker_stop), name="humanglue-demo-worker", daemon=True
     )
     worker.start()
     _say(f"embedded worker started; {seconds:g}s of platform activity, Ctrl-C ends it early")
@@ -118,10 +120,10 @@ def _run(
 @contextlib.contextmanager
 def _read(engine: sa.Engine) -> Iterator[sa.Connection]:
     """A read-only connection in a short transaction (never blocks a writer on SQLite)."""
-    with engine.connect() as conn:
-        conn = conn.execution_options(readonly=True)
-        with conn.begin():
-            yield conn
+    from humanglue_cli.core.db import reading
+
+    with reading(engine) as conn:
+        yield conn
 
 
 class _Platform(threading.Thread):
@@ -166,10 +168,10 @@ class _Platform(threading.Thread):
 
 def _settle(engine: sa.Engine, timeout: float = 5.0) -> None:
     """Give the worker the moment it needs for the last changes (nothing due, or timeout)."""
-    from humanglue_cli.core import embedded
+    from humanglue_cli.core import runner
 
     deadline = time.monotonic() + timeout
-    while embedded.first_due(engine) is not None and time.monotonic() < deadline:
+    while runner.first_due(engine) is not None and time.monotonic() < deadline:
         time.sleep(0.02)
 
 
@@ -191,7 +193,7 @@ class _Printer:
         kind = f"{n.type:<22}"
         if self.colour:
             kind = typer.style(kind, fg="cyan")
-        typer.echo(f"+{elapsed // 60}:{elapsed % 60:02d}  {n.id[:8]}  {kind} {n.title}")
+        typer.echo(f"+{elapsed // 60}:{elapsed % 60:02d}  {n.id[:8]}  {kind} {one_line(n.title)}")
 
 
 def _closing(path: Path, cast: Cast, shown: int, interrupted: bool) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from humanglue_cli.commands.runtime import Group, runtime
+from humanglue_cli.commands.runtime import Group, runtime, status
+
+if TYPE_CHECKING:
+    from humanglue_cli.core.store.events import Failed
 
 app = typer.Typer(
     cls=Group, no_args_is_help=True, help="The event outbox: failed events and their retry."
@@ -28,30 +30,34 @@ def failed(
 
     Example: humanglue events failed --json
     """
-    from humanglue_cli.core import outbox
-    from humanglue_cli.core.errors import BadInput
+    from humanglue_cli.commands.render import absolute
+    from humanglue_cli.core.store import events
+    from humanglue_cli.core.store.notifications import check_limit
+    from humanglue_cli.core.text import cut, one_line
 
-    if not 1 <= limit <= 1000:
-        raise BadInput(f"--limit must be between 1 and 1000, not {limit}")
+    check_limit(limit)
     rt = runtime(ctx)
+    tz = rt.tz
     with rt.read() as conn:
-        rows = outbox.failed_events(conn, limit + 1)
-        total = outbox.backlog(conn).failed if len(rows) > limit else len(rows)
+        rows = events.failed(conn, limit + 1)
+        total = events.backlog(conn).failed if len(rows) > limit else len(rows)
     items = [_event_json(r) for r in rows[:limit]]
     if json_out:
         typer.echo(json.dumps({"items": items, "total": total}))
         return
     if not items:
-        typer.echo("no failed events", err=True)
+        status("no failed events")
         return
-    typer.echo(f"{'ID':>8}  {'FAILED AT':<19}  {'KIND':<30}  {'ENTITY':<36}  TRIES  LAST ERROR")
+    typer.echo(f"{'ID':>8}  {'FAILED AT':<23}  {'KIND':<30}  {'ENTITY':<36}  TRIES  LAST ERROR")
     for r in rows[:limit]:
+        when = absolute(r.failed_at, tz) if r.failed_at else "-"
         typer.echo(
-            f"{r.id:>8}  {_local(r.failed_at, rt.settings.tz):<19}  {r.kind:<30}  "
-            f"{r.entity_id:<36}  {r.attempts:>5}  {_one_line(r.last_error)}"
+            f"{r.id:>8}  {when:<23}  {cut(one_line(r.kind), 30):<30}  "
+            f"{cut(one_line(r.entity_id), 36):<36}  {r.attempts:>5}  "
+            f"{cut(one_line(r.last_error or ''), 120)}"
         )
     if total > limit:
-        typer.echo(f"{total - limit} more: raise --limit (up to 1000)", err=True)
+        status(f"{total - limit} more: raise --limit (up to 1000)")
 
 
 @app.command()
@@ -72,12 +78,12 @@ def retry(
 
     Example: humanglue events retry 41 42, or humanglue events retry --all
     """
-    from humanglue_cli.core import outbox
+    from humanglue_cli.core.store import events
 
     event_ids = _parse_ids(ids or [], all_)
     rt = runtime(ctx)
     with rt.write() as conn:
-        count = outbox.retry_failed(conn, event_ids)
+        count = events.retry_failed(conn, event_ids)
     if json_out:
         typer.echo(json.dumps({"retried": count}))
     else:
@@ -86,6 +92,7 @@ def retry(
 
 def _parse_ids(ids: list[str], all_: bool) -> list[int] | None:
     from humanglue_cli.core.errors import BadInput
+    from humanglue_cli.core.text import shown
 
     if all_ and ids:
         raise BadInput("give event ids or --all, not both")
@@ -96,45 +103,20 @@ def _parse_ids(ids: list[str], all_: bool) -> list[int] | None:
     parsed: list[int] = []
     for text in ids:
         stripped = text.strip()
-        if not stripped.isdigit() or not 1 <= int(stripped) <= MAX_EVENT_ID:
-            raise BadInput(f"not an event id: {text!r} (event ids are whole numbers)")
+        if (
+            not (stripped.isascii() and stripped.isdigit())
+            or len(stripped) > 19
+            or not 1 <= int(stripped) <= MAX_EVENT_ID
+        ):
+            raise BadInput(f"not an event id: {shown(text)} (event ids are whole numbers)")
         parsed.append(int(stripped))
     return list(dict.fromkeys(parsed))
 
 
-def _event_json(row: Any) -> dict[str, Any]:
-    payload = json.loads(row.payload) if isinstance(row.payload, str) else row.payload
+def _event_json(row: Failed) -> dict[str, Any]:
     return {
-        "id": str(row.id),
-        "kind": row.kind,
-        "entity_id": row.entity_id,
-        "attempts": row.attempts,
-        "created_at": _iso(row.created_at),
-        "failed_at": _iso(row.failed_at),
-        "last_error": row.last_error,
-        "payload": payload,
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _local(value: datetime | None, tz: str | None) -> str:
-    if value is None:
-        return "-"
-    if tz:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        from humanglue_cli.core.errors import BadInput
-
-        try:
-            return f"{value.astimezone(ZoneInfo(tz)):%Y-%m-%d %H:%M:%S}"
-        except (ZoneInfoNotFoundError, ValueError):
-            raise BadInput(f"unknown time zone: {tz!r}") from None
-    return f"{value.astimezone():%Y-%m-%d %H:%M:%S}"
-
-
-def _one_line(text: str | None, limit: int = 120) -> str:
-    flat = " ".join((text or "").split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+        "id": str(row.id), "kind": row.kind, "entity_id": row.entity_id,
+        "attempts": row.attempts, "created_at": row.created_at.isoformat(),
+        "failed_at": row.failed_at.isoformat() if row.failed_at else None,
+        "last_error": row.last_error, "payload": row.payload,
+    }  # fmt: skip

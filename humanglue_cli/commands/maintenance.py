@@ -20,26 +20,23 @@ def cleanup(
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON (CONTRACT §3)")] = False,
 ) -> None:
-    """Delete notifications and presence rows past their retention.
+    """Delete what is past its retention: notifications, offline presence, our own records.
 
     Example: HUMANGLUE_NOTIFICATION_RETENTION=90d humanglue maintenance cleanup --dry-run
     """
     from humanglue_cli.commands import render
     from humanglue_cli.core import maintenance
-    from humanglue_cli.core.settings import format_duration
+    from humanglue_cli.core.timeutil import exact
 
     rt = runtime(ctx)
     settings = rt.settings
-    tz = render.zone(settings.tz)
-    result = maintenance.cleanup(rt.engine, dry_run, settings)
-    if json_out:
+    retention = {
+        "notifications": exact(settings.notification_retention),
+        "presence": exact(settings.presence_retention),
+    }
+    tz = rt.tz if not json_out else None
+    result = maintenance.cleanup(rt.engine, settings, dry_run)
+    if json_out or tz is None:
         typer.echo(json.dumps(result))
         return
-    render.cleanup_report(
-        result,
-        tz,
-        retention={
-            "notifications": format_duration(settings.notification_retention),
-            "presence": format_duration(settings.presence_retention),
-        },
-    )
+    render.cleanup_report(result, tz, retention)

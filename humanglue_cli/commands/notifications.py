@@ -5,68 +5,92 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from humanglue_cli.commands.runtime import Group, Runtime, runtime
+from humanglue_cli.commands.runtime import Group, Runtime, runtime, status
 
 if TYPE_CHECKING:
-    from humanglue_cli.core.rules import Person
+    import sqlalchemy as sa
+
+    from humanglue_cli.core.domain import Person
+    from humanglue_cli.core.store.notifications import Filters
 
 app = typer.Typer(cls=Group, no_args_is_help=True, help="Your notifications.")
 
+WHEN_HELP = (
+    "a duration ago (1h, 7d) or an ISO-8601 date or time; "
+    "without an offset it is in the display zone (--tz)"
+)
 TypeOpt = Annotated[
     list[str] | None,
     typer.Option("--type", "-t", help="only this type (repeatable)", show_default=False),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON (CONTRACT §3)")]
+UnreadOpt = Annotated[bool, typer.Option("--unread", help="only unread")]
+ReadOpt = Annotated[bool, typer.Option("--read", help="only read")]
+CourseOpt = Annotated[
+    str | None,
+    typer.Option("--course", help="only about this course: its id (8+ characters) or title"),
+]
+SinceOpt = Annotated[str | None, typer.Option("--since", help=f"created at or after: {WHEN_HELP}")]
+UntilOpt = Annotated[str | None, typer.Option("--until", help=f"created before: {WHEN_HELP}")]
 
 
-def _filters(
-    unread: bool = False,
-    read: bool = False,
-    types: list[str] | None = None,
-    course: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-):  # type: ignore[no-untyped-def]
+@dataclass(frozen=True)
+class Narrowing:
+    """The filter options as given; `resolve` turns them into `Filters` (the course needs the
+    database, everything else is checked before connecting)."""
+
+    filters: Filters
+    course: str | None = None
+
+    def resolve(self, conn: sa.Connection) -> Filters:
+        if self.course is None:
+            return self.filters
+        from humanglue_cli.core.store import people
+
+        course_id, _ = people.find_course(conn, self.course)
+        return replace(self.filters, course_id=course_id)
+
+
+def _narrowing(rt: Runtime, unread: bool = False, read: bool = False,
+               types: list[str] | None = None, course: str | None = None,
+               since: str | None = None, until: str | None = None) -> Narrowing:  # fmt: skip
     from humanglue_cli.core.errors import BadInput
-    from humanglue_cli.core.inbox import Filters
-    from humanglue_cli.core.settings import parse_when
+    from humanglue_cli.core.store.notifications import Filters
+    from humanglue_cli.core.timeutil import parse_when
 
     if unread and read:
         raise BadInput("--unread and --read exclude each other")
-    return Filters(
+    if course is not None and not course.strip():
+        raise BadInput("--course: give a course id (8+ characters of it) or its exact title")
+    tz = rt.tz if since or until else UTC  # the display zone reads naive times
+    filters = Filters(
         read=True if read else (False if unread else None),
         types=tuple(dict.fromkeys(types or ())),
-        course_id=course,
-        since=parse_when(since) if since else None,
-        until=parse_when(until) if until else None,
+        since=parse_when(since, tz, what="--since") if since else None,
+        until=parse_when(until, tz, what="--until") if until else None,
     )
+    return Narrowing(filters, course)
 
 
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    unread: Annotated[bool, typer.Option("--unread", help="only unread")] = False,
-    read: Annotated[bool, typer.Option("--read", help="only read")] = False,
+    unread: UnreadOpt = False,
+    read: ReadOpt = False,
     type_: TypeOpt = None,
-    course: Annotated[
-        str | None, typer.Option("--course", help="only about this course id")
-    ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option("--since", help="created at or after: a duration ago (1h, 7d) or ISO-8601"),
-    ] = None,
-    until: Annotated[
-        str | None, typer.Option("--until", help="created before: a duration ago or ISO-8601")
-    ] = None,
+    course: CourseOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="page size, 1-1000")] = 20,
     cursor: Annotated[
         str | None,
@@ -76,31 +100,30 @@ def list_(
 ) -> None:
     """List your notifications, newest first, a page at a time.
 
-    Example: humanglue -u ada@example.edu notifications list --unread --type review
+    Example: humanglue -u ada@example.edu notifications list --unread --since 2026-11-24T09:00
     """
     from humanglue_cli.commands import render
-    from humanglue_cli.core import inbox
+    from humanglue_cli.core.store import notifications, people
 
-    filters = _filters(unread, read, type_, course, since, until)
-    if not 1 <= limit <= 1000:
-        from humanglue_cli.core.errors import BadInput
-
-        raise BadInput(f"--limit must be between 1 and 1000, not {limit}")
     rt = runtime(ctx)
-    tz = render.zone(rt.settings.tz)
+    narrowing = _narrowing(rt, unread, read, type_, course, since, until)
+    notifications.check_limit(limit)
     with rt.read() as conn:
         user = rt.acting_user(conn)
-        page = inbox.list_page(conn, user.id, filters, limit, cursor)
+        filters = narrowing.resolve(conn)
+        page = notifications.list_page(conn, user.id, filters, limit, cursor)
+        titles = {} if json_out else people.course_titles(conn, _course_ids(page.items))
     if json_out:
-        typer.echo(
-            json.dumps(
-                {"items": [n.to_json() for n in page.items], "next_cursor": page.next_cursor}
-            )
-        )
+        items = [n.to_json() for n in page.items]
+        typer.echo(json.dumps({"items": items, "next_cursor": page.next_cursor}))
         return
-    render.notification_table(page.items, tz)
+    render.notification_table(page.items, rt.tz, titles)
     if page.next_cursor:
-        typer.echo(f"more: --cursor {page.next_cursor}", err=True)
+        status(f"more: --cursor {page.next_cursor}")
+
+
+def _course_ids(items: list) -> set[str]:  # type: ignore[type-arg]
+    return {n.course_id for n in items if n.course_id}
 
 
 @app.command()
@@ -116,7 +139,9 @@ def send(
     all_: Annotated[bool, typer.Option("--all", help="everyone")] = False,
     title: Annotated[str, typer.Option("--title", help="the announcement's title")] = "",
     message: Annotated[str, typer.Option("--message", help="its text")] = "",
-    link: Annotated[str | None, typer.Option("--link", help="a URL to open")] = None,
+    link: Annotated[
+        str | None, typer.Option("--link", help="an http(s) URL, or a path such as /courses/42")
+    ] = None,
     priority: Annotated[
         str, typer.Option("--priority", help="low, normal, high or urgent")
     ] = "normal",
@@ -130,28 +155,22 @@ def send(
     from humanglue_cli.core import announcements
 
     rt = runtime(ctx)
-    request = announcements.Request(
-        to=tuple(to or ()),
-        role=role,
-        everyone=all_,
-        title=title,
-        message=message,
-        link=link,
-        priority=priority,
-    )
+    request = announcements.Request(to=tuple(to or ()), role=role, everyone=all_, title=title,
+                                    message=message, link=link, priority=priority)  # fmt: skip
+    request.validate()
     with rt.write() as conn:
         event_id = announcements.send(conn, rt.acting_user(conn), request)
     if json_out:
         typer.echo(json.dumps({"event_id": str(event_id)}))
     else:
-        typer.echo(f"announcement queued as event {event_id}", err=True)
+        status(f"announcement queued as event {event_id}")
 
 
 IdsArg = Annotated[
-    list[str],
+    list[str] | None,
     typer.Argument(
         help="notification ids, or unique prefixes of at least 8 characters", show_default=False
-    ),
+    ),  # fmt: skip
 ]
 
 
@@ -159,45 +178,43 @@ IdsArg = Annotated[
 def show(
     ctx: typer.Context,
     ref: Annotated[
-        str,
-        typer.Argument(
-            metavar="ID", help="a notification id or a unique prefix of it (8+ characters)"
-        ),
+        str, typer.Argument(metavar="ID", help="a notification id or a unique prefix of it (8+)")
     ],
     json_out: JsonOpt = False,
 ) -> None:
-    """Show one notification in full, its data included.
+    """Show one notification in full, its course and data included.
 
     Example: humanglue -u ada@example.edu notifications show 3f2a9c1e
     """
     from humanglue_cli.commands import render
-    from humanglue_cli.core import inbox
+    from humanglue_cli.core.ids import references
+    from humanglue_cli.core.store import notifications, people
 
-    (ref,) = inbox.check_refs([ref])
+    (ref,) = references([ref])
     rt = runtime(ctx)
-    tz = render.zone(rt.settings.tz)
     with rt.read() as conn:
-        n = inbox.get(conn, rt.acting_user(conn).id, ref)
+        n = notifications.get(conn, rt.acting_user(conn).id, ref)
+        titles = people.course_titles(conn, _course_ids([n]))
     if json_out:
         typer.echo(json.dumps(n.to_json()))
     else:
-        render.notification_detail(n, tz)
+        render.notification_detail(n, rt.tz, titles.get(n.course_id or ""))
 
 
 def _change(ctx: typer.Context, refs: list[str], verb: str, json_out: bool) -> None:
-    """read / unread / delete: all or nothing, in one transaction."""
-    from humanglue_cli.core import inbox
-    from humanglue_cli.core.models import utcnow
+    """read / unread / delete by id: all or nothing, in one transaction."""
+    from humanglue_cli.core.ids import references
+    from humanglue_cli.core.store import notifications
 
-    refs = inbox.check_refs(refs)
+    refs = references(refs)
     rt = runtime(ctx)
     with rt.write() as conn:
         user = rt.acting_user(conn)
-        ids = inbox.resolve_ids(conn, user.id, refs)
+        ids = notifications.resolve(conn, user.id, refs)
         if verb == "delete":
-            count = inbox.delete(conn, user.id, ids)
+            count = notifications.delete(conn, user.id, ids)
         else:
-            count = inbox.set_read(conn, user.id, ids, verb == "read", utcnow())
+            count = notifications.mark(conn, user.id, ids, verb == "read")
     key = "deleted" if verb == "delete" else "updated"
     if json_out:
         typer.echo(json.dumps({key: count}))
@@ -207,30 +224,91 @@ def _change(ctx: typer.Context, refs: list[str], verb: str, json_out: bool) -> N
 
 
 @app.command("read")
-def read_(ctx: typer.Context, refs: IdsArg, json_out: JsonOpt = False) -> None:
+def read_(ctx: typer.Context, refs: IdsArg = None, json_out: JsonOpt = False) -> None:
     """Mark notifications read (all or nothing).
 
     Example: humanglue -u ada@example.edu notifications read 3f2a9c1e 77b0d4e2
     """
-    _change(ctx, refs, "read", json_out)
+    _change(ctx, refs or [], "read", json_out)
 
 
 @app.command()
-def unread(ctx: typer.Context, refs: IdsArg, json_out: JsonOpt = False) -> None:
+def unread(ctx: typer.Context, refs: IdsArg = None, json_out: JsonOpt = False) -> None:
     """Mark notifications unread again (all or nothing).
 
     Example: humanglue -u ada@example.edu notifications unread 3f2a9c1e
     """
-    _change(ctx, refs, "unread", json_out)
+    _change(ctx, refs or [], "unread", json_out)
 
 
 @app.command()
-def delete(ctx: typer.Context, refs: IdsArg, json_out: JsonOpt = False) -> None:
-    """Delete notifications (all or nothing; no confirmation).
+def delete(
+    ctx: typer.Context,
+    refs: IdsArg = None,
+    read: ReadOpt = False,
+    unread: UnreadOpt = False,
+    type_: TypeOpt = None,
+    course: CourseOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    all_: Annotated[bool, typer.Option("--all", help="every notification of yours")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="do not ask (needed off a terminal)")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete notifications by id (all or nothing), or all that match filters.
 
-    Example: humanglue -u ada@example.edu notifications delete 3f2a9c1e
+    With filters (or --all) it counts them and asks first on a terminal; elsewhere it needs
+    --yes. Example: humanglue -u ada@example.edu notifications delete --read --until 30d --yes
     """
-    _change(ctx, refs, "delete", json_out)
+    from humanglue_cli.core.errors import BadInput
+
+    rt = runtime(ctx)
+    narrowing = _narrowing(rt, unread, read, type_, course, since, until)
+    by_filter = narrowing.filters.narrows or course is not None
+    if refs and (by_filter or all_):
+        raise BadInput("give notification ids, or filters, not both")
+    if refs:
+        _change(ctx, refs, "delete", json_out)
+        return
+    if not by_filter and not all_:
+        raise BadInput(
+            "give notification ids, or filters (--read, --unread, --type, --course, --since, "
+            "--until), or --all"
+        )
+    count = _delete_matching(rt, narrowing, yes)
+    if json_out:
+        typer.echo(json.dumps({"deleted": count}))
+    else:
+        typer.echo(f"deleted {count} notification{'s' * (count != 1)}")
+
+
+def _delete_matching(rt: Runtime, narrowing: Narrowing, yes: bool) -> int:
+    """Count what matches, ask (or insist on --yes), then delete no more than what was counted."""
+    from datetime import timedelta
+
+    from humanglue_cli.core import db
+    from humanglue_cli.core.errors import BadInput
+    from humanglue_cli.core.store import notifications
+
+    with rt.read() as conn:
+        user = rt.acting_user(conn)
+        filters = narrowing.resolve(conn)
+        # Only what exists now: what arrives while a person reads the question is kept.
+        counted_at = db.current_time(conn) + timedelta(microseconds=1)
+        filters = replace(filters, until=min(filters.until or counted_at, counted_at))
+        count = notifications.count_matching(conn, user.id, filters)
+    if count == 0:
+        return 0
+    if not yes:
+        if not sys.stdin.isatty():
+            raise BadInput(f"this would delete {count} notifications: add --yes to confirm")
+        if not typer.confirm(f"Delete {count} notification{'s' * (count != 1)}?", err=True):
+            status("nothing deleted")
+            return 0
+    with rt.write() as conn:
+        return notifications.delete_matching(conn, user.id, filters)
 
 
 @app.command("read-all")
@@ -239,14 +317,12 @@ def read_all(ctx: typer.Context, type_: TypeOpt = None, json_out: JsonOpt = Fals
 
     Example: humanglue -u ada@example.edu notifications read-all --type review
     """
-    from humanglue_cli.core import inbox
-    from humanglue_cli.core.models import utcnow
+    from humanglue_cli.core.store import notifications
 
-    started = utcnow()  # what exists now is marked; what arrives while we connect is not
-    filters = _filters(types=type_)
     rt = runtime(ctx)
+    filters = _narrowing(rt, types=type_).filters
     with rt.write() as conn:
-        count = inbox.read_all(conn, rt.acting_user(conn).id, filters, started, utcnow())
+        count = notifications.mark_all_read(conn, rt.acting_user(conn).id, filters)
     if json_out:
         typer.echo(json.dumps({"updated": count}))
     else:
@@ -260,11 +336,11 @@ def count(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     Example: humanglue -u ada@example.edu notifications count --json
     """
     from humanglue_cli.commands import render
-    from humanglue_cli.core import inbox
+    from humanglue_cli.core.store import notifications
 
     rt = runtime(ctx)
     with rt.read() as conn:
-        by_type = inbox.count_unread(conn, rt.acting_user(conn).id)
+        by_type = notifications.count_unread(conn, rt.acting_user(conn).id)
     if json_out:
         typer.echo(json.dumps({"unread": sum(by_type.values()), "by_type": by_type}))
     else:
@@ -289,44 +365,25 @@ def tail(
     """
     from humanglue_cli.commands import render
     from humanglue_cli.core import tail as following
-    from humanglue_cli.core.errors import BadInput
+    from humanglue_cli.core.errors import check_range
 
-    if not 0 <= lines <= 1000:
-        raise BadInput(f"-n must be between 0 and 1000, not {lines}")
-    filters = _filters(types=type_)
+    check_range(lines, 0, 1000, "-n")
     rt = runtime(ctx)
-    tz = render.zone(rt.settings.tz)
+    filters = _narrowing(rt, types=type_).filters
+    show = render.tail_printer(rt.tz, json_out)
     stop = threading.Event()
     with _stopped_by_signals(stop):
-        user = _acting(rt) if no_follow else following.patiently(lambda: _acting(rt), stop, _status)
+        user = _acting(rt) if no_follow else following.patiently(lambda: _acting(rt), stop, status)
         if user is None:
             return
-        ready = (
-            None
-            if no_follow
-            else functools.partial(
-                _status, f"following the notifications of {user.name}; Ctrl-C stops"
-            )
-        )
-        show = render.tail_printer(tz, json_out)
-        try:
-            for n in following.follow(
-                rt.read,
-                user.id,
-                filters,
-                stop,
-                backlog=lines,
-                live=not no_follow,
-                on_status=_status,
-                on_ready=ready,
-            ):
-                show(n)
-        except BrokenPipeError:  # the reader went away (`| head -n 3`): stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-
-
-def _status(message: str) -> None:
-    typer.echo(f"humanglue: {message}", err=True)
+        ready = None if no_follow else functools.partial(
+            status, f"following the notifications of {user.name}; Ctrl-C stops"
+        )  # fmt: skip
+        live = not no_follow
+        arrivals = following.follow(rt.read, user.id, filters, stop, backlog=lines, live=live,
+                                    on_status=status, on_ready=ready)  # fmt: skip
+        for n in arrivals:
+            show(n)
 
 
 def _acting(rt: Runtime) -> Person:

@@ -3,13 +3,16 @@
 On a terminal: rich tables, colour by type, relative times. Into a pipe or with NO_COLOR set:
 plain, colourless text, one notification per line, columns split by spaces (no box-drawing),
 so that grep and awk work on it. rich is imported only when a terminal gets it.
+
+Every string that came from the platform is shown, never obeyed: `printable` escapes control
+characters (a name full of ANSI or OSC sequences reaches the terminal as inert text), on a
+terminal and in plain output alike.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -19,45 +22,19 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from humanglue_cli.commands.runtime import is_terminal
+from humanglue_cli.core.text import one_line, printable
 
 if TYPE_CHECKING:
     from rich.text import Text
 
-    from humanglue_cli.core.inbox import Notification
+    from humanglue_cli.core.domain import Notification
 
 TYPE_STYLES = {
-    "enrollment": "green",
-    "workshop_registration": "cyan",
-    "course_completion": "bold green",
-    "review": "yellow",
-    "student_question": "magenta",
-    "payment": "bold yellow",
-    "system_announcement": "bold red",
-    "co_instructor_update": "blue",
-}
+    "enrollment": "green", "workshop_registration": "cyan", "course_completion": "bold green",
+    "review": "yellow", "student_question": "magenta", "payment": "bold yellow",
+    "system_announcement": "bold red", "co_instructor_update": "blue",
+}  # fmt: skip
 PRIORITY_STYLES = {"urgent": "bold red", "high": "red"}
-_BLANKS = re.compile(r"\s+")
-
-
-def zone(name: str | None) -> tzinfo:
-    """The display time zone: a tz database name (--tz, HUMANGLUE_TZ), else the system's."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    if not name:
-        try:
-            tz_env = os.environ.get("TZ", "").lstrip(":")
-            if tz_env:
-                return ZoneInfo(tz_env)
-            with open("/etc/localtime", "rb") as fh:
-                return ZoneInfo.from_file(fh, key="localtime")
-        except (OSError, ValueError, ZoneInfoNotFoundError):
-            return datetime.now().astimezone().tzinfo or UTC
-    try:
-        return ZoneInfo(name)
-    except (OSError, ValueError, ZoneInfoNotFoundError):
-        from humanglue_cli.core.errors import BadInput
-
-        raise BadInput(f"unknown time zone {name!r} (use e.g. UTC or Europe/Berlin)") from None
 
 
 def relative(when: datetime, now: datetime, tz: tzinfo) -> str:
@@ -87,15 +64,14 @@ def absolute(when: datetime, tz: tzinfo) -> str:
     return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname() or local.strftime('%z')}"
 
 
-def one_line(text: str) -> str:
-    return _BLANKS.sub(" ", text).strip()
-
-
 def plain_line(n: Notification, tz: tzinfo) -> str:
     """One notification on one line: id, state, time (ISO-8601), type, then title — message."""
     state = "read" if n.read else "unread"
     stamp = n.created_at.astimezone(tz).isoformat(timespec="seconds")
-    return f"{n.id}  {state:<6}  {stamp}  {n.type:<21}  {one_line(n.title)} — {one_line(n.message)}"
+    return (
+        f"{n.id}  {state:<6}  {stamp}  {one_line(n.type):<21}  "
+        f"{one_line(n.title)} — {one_line(n.message)}"
+    )
 
 
 def _cut(text: str, style: str = "") -> Text:
@@ -110,7 +86,10 @@ def _console() -> Any:
     return Console(highlight=False, soft_wrap=False)
 
 
-def notification_table(items: Sequence[Notification], tz: tzinfo) -> None:
+def notification_table(
+    items: Sequence[Notification], tz: tzinfo, courses: Mapping[str, str] | None = None
+) -> None:
+    """The page as a table on a terminal (with a COURSE column), or plain lines into a pipe."""
     if not items:
         typer.echo("no notifications", err=True)
         return
@@ -122,32 +101,31 @@ def notification_table(items: Sequence[Notification], tz: tzinfo) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    courses = courses or {}
     now = datetime.now(UTC)
     whens = [relative(n.created_at, now, tz) for n in items]
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
-        header_style="bold",
-        padding=(0, 1),
-        collapse_padding=True,
-    )
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
+                  padding=(0, 1), collapse_padding=True)  # fmt: skip
     table.add_column("", width=1, no_wrap=True)
     table.add_column("ID", width=8, style="dim", no_wrap=True)
     table.add_column("WHEN", width=max(map(len, whens)), no_wrap=True, justify="right")
-    table.add_column("TYPE", width=max(len(n.type) for n in items), no_wrap=True)
-    # Only these two give way to a narrow terminal, cut with an ellipsis: one line per row.
+    table.add_column("TYPE", width=max(len(one_line(n.type)) for n in items), no_wrap=True)
+    # Only these give way to a narrow terminal, cut with an ellipsis: one line per row.
+    show_courses = any(n.course_id in courses for n in items)
+    if show_courses:
+        table.add_column("COURSE", ratio=1, min_width=8, no_wrap=True)
     table.add_column("TITLE", ratio=2, min_width=12)
     table.add_column("MESSAGE", ratio=3, min_width=8, style="dim")
     for n, when in zip(items, whens, strict=True):
-        table.add_row(
-            Text("●", style=PRIORITY_STYLES.get(n.priority, "bold cyan")) if not n.read else "",
-            n.id[:8],
-            when,
-            Text(n.type, style=TYPE_STYLES.get(n.type, "")),
-            _cut(one_line(n.title), "bold" if not n.read else ""),
-            _cut(one_line(n.message)),
-        )
+        unread = Text("●", style=PRIORITY_STYLES.get(n.priority, "bold cyan"))
+        cells: list[Any] = [
+            unread if not n.read else "", n.id[:8], when,
+            Text(one_line(n.type), style=TYPE_STYLES.get(n.type, "")),
+        ]  # fmt: skip
+        if show_courses:
+            cells.append(_cut(one_line(courses.get(n.course_id or "", ""))))
+        cells += [_cut(one_line(n.title), "bold" if not n.read else ""), _cut(one_line(n.message))]
+        table.add_row(*cells)
     _console().print(table)
 
 
@@ -158,33 +136,28 @@ def _emit(text: Text, console: Any = None) -> None:
         typer.echo(text.plain)
 
 
-def notification_detail(n: Notification, tz: tzinfo) -> None:
+def notification_detail(n: Notification, tz: tzinfo, course: str | None = None) -> None:
     """Every field, the data as pretty JSON."""
     from rich.text import Text
 
     now = datetime.now(UTC)
+    read = f"{absolute(n.read_at, tz)} ({relative(n.read_at, now, tz)})" if n.read_at else None
     fields = [
         ("id", Text(n.id)),
-        ("type", Text(n.type, style=TYPE_STYLES.get(n.type, ""))),
-        ("priority", Text(n.priority, style=PRIORITY_STYLES.get(n.priority, ""))),
+        ("type", Text(one_line(n.type), style=TYPE_STYLES.get(n.type, ""))),
+        ("priority", Text(one_line(n.priority), style=PRIORITY_STYLES.get(n.priority, ""))),
         ("created", Text(f"{absolute(n.created_at, tz)} ({relative(n.created_at, now, tz)})")),
-        (
-            "read",
-            Text(
-                f"{absolute(n.read_at, tz)} ({relative(n.read_at, now, tz)})"
-                if n.read_at
-                else "no (unread)"
-            ),
-        ),
-        ("title", Text(n.title, style="bold")),
-        ("message", Text(n.message)),
-        ("link", Text(n.link or "-")),
+        ("read", Text(read or "no (unread)")),
+        ("course", Text(f"{one_line(course)} ({n.course_id})" if course else n.course_id or "-")),
+        ("title", Text(one_line(n.title), style="bold")),
+        ("message", Text(printable(n.message))),
+        ("link", Text(one_line(n.link) if n.link else "-")),
         ("user", Text(n.user_id)),
     ]
     console = _console() if is_terminal() else None
     for label, value in fields:
         _emit(Text.assemble((f"{label + ':':<10}", "bold"), value), console)
-    data = json.dumps(n.data, indent=2, sort_keys=True, ensure_ascii=False)
+    data = printable(json.dumps(dict(n.data), indent=2, sort_keys=True, ensure_ascii=False))
     _emit(Text.assemble(("data:", "bold"), "\n", Text(data, style="cyan")), console)
 
 
@@ -207,7 +180,7 @@ def tail_printer(tz: tzinfo, as_json: bool = False) -> Callable[[Notification], 
                 (f"{stamp:>12} ", "dim"),
                 ("● " if not n.read else "  ", "bold cyan"),
                 (n.id[:8] + " ", "dim"),
-                (f"{n.type:<21} ", TYPE_STYLES.get(n.type, "")),
+                (f"{one_line(n.type):<21} ", TYPE_STYLES.get(n.type, "")),
                 (one_line(n.title), "bold"),
                 "  ",
                 (one_line(n.message), "dim"),
@@ -246,19 +219,25 @@ def unread_counts(by_type: Mapping[str, int]) -> None:
     """The total, then one line per type (most first)."""
     typer.echo(f"{sum(by_type.values())} unread")
     for kind, count in sorted(by_type.items(), key=lambda kv: (-kv[1], kv[0])):
-        typer.echo(f"  {kind:<21} {count}")
+        typer.echo(f"  {one_line(kind):<21} {count}")
+
+
+CLEANED = {
+    "notifications": "notifications created before {cutoff}{keep}",
+    "presence": "presence rows offline since before {cutoff}{keep}",
+    "ledger": "ledger rows that can no longer prevent a repeat",
+    "workers": "records of workers gone for a week",
+}
 
 
 def cleanup_report(result: Mapping[str, Any], tz: tzinfo, retention: Mapping[str, str]) -> None:
     """The cut-offs used and what was (or, dry, would be) deleted."""
     verb = "would delete" if result["dry_run"] else "deleted"
-    what = {"notifications": "created before", "presence": "offline since before"}
-    for key, cutoff in result["cutoffs"].items():
-        stamp = absolute(datetime.fromisoformat(cutoff), tz)
+    for key, count in result["deleted"].items():
+        cutoff = result["cutoffs"].get(key)
+        stamp = absolute(datetime.fromisoformat(cutoff), tz) if cutoff else ""
         keep = f" (retention {retention[key]})" if key in retention else ""
-        typer.echo(
-            f"{key}: {verb} {result['deleted'].get(key, 0)} "
-            f"{what.get(key, 'older than')} {stamp}{keep}"
-        )
+        what = CLEANED.get(key, key).format(cutoff=stamp, keep=keep)
+        typer.echo(f"{key}: {verb} {count} {what}")
     if result["dry_run"]:
         typer.echo("dry run: nothing was deleted", err=True)

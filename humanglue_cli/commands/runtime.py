@@ -1,51 +1,120 @@
-"""What every command shares: settings, the database, the acting user, error reporting."""
+"""What every command shares: settings, the database, the acting user, and how it ends.
+
+Every way a command can end is decided here, once: a project error is one line and its exit
+code (CONTRACT §3); a usage error of the parser is one line and exit 2; a closed pipe or
+stdout ends quietly with exit 0 (`humanglue notifications list | head -n 1`); Ctrl-C is 130;
+anything else is "unexpected error", one line, exit 1 (HUMANGLUE_DEBUG=1 shows the traceback).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from datetime import tzinfo
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
+from typer import _click
 from typer.core import TyperGroup
-from typer.exceptions import TyperException
 
-from humanglue_cli.core.errors import HumanGlueError, NoActingUser
+from humanglue_cli.core.errors import HumanGlueError, NoActingUser, exit_code_for
 from humanglue_cli.core.settings import Settings, load_settings
+from humanglue_cli.core.text import cut, printable
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from humanglue_cli.core.rules import Person
+    from humanglue_cli.core.domain import Person
+
+MESSAGE_LIMIT = 300
 
 
 def fail(message: str) -> None:
-    """One line on stderr, never a traceback (CONTRACT §3)."""
-    typer.echo(f"humanglue: {message}", err=True)
+    """One line on stderr, never a traceback (CONTRACT §3); what it quotes is made inert."""
+    typer.echo(f"humanglue: {cut(printable(message, newlines=False), MESSAGE_LIMIT)}", err=True)
+
+
+def ensure_streams() -> None:
+    """Give a closed stdout or stderr (`humanglue … >&-`) somewhere harmless to write."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            open_already = getattr(sys, name) is not None
+        except OSError:
+            open_already = False
+        if not open_already:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            setattr(sys, name, os.fdopen(fd, "w", encoding="utf-8", errors="replace"))
+
+
+def _reader_gone() -> NoReturn:
+    """The reader of our output went away (`| head`): stop quietly, as coreutils do."""
+    with contextlib.suppress(OSError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    raise SystemExit(0)
 
 
 class Group(TyperGroup):
-    """Maps the project's errors to their exit codes, in one place."""
+    """The one place where a command's end becomes an exit code (see the module docstring)."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:  # fmt: skip
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _click.exceptions.NoArgsIsHelpError as error:
+            typer.echo(error.ctx.get_help() if error.ctx else str(error), err=True)
+            code = error.exit_code
+        except _click.exceptions.UsageError as error:
+            hint = f" (see `{error.ctx.command_path} --help`)" if error.ctx else ""
+            fail(f"{error.format_message()}{hint}")
+            code = error.exit_code
+        except _click.exceptions.ClickException as error:
+            fail(error.format_message())
+            code = error.exit_code
+        except typer.Abort:
+            fail("aborted")
+            code = 1
+        except OSError as error:
+            if error.errno != errno.EPIPE:
+                raise
+            _reader_gone()
+        if not standalone_mode:
+            return code
+        raise SystemExit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except HumanGlueError as error:
             fail(str(error))
-            ctx.exit(error.exit_code)
-        except (typer.Exit, typer.Abort, TyperException):
+            ctx.exit(exit_code_for(error))
+        except (typer.Exit, typer.Abort, _click.exceptions.ClickException):
             raise
-        except KeyboardInterrupt:
-            ctx.exit(130)
+        except KeyboardInterrupt as error:
+            ctx.exit(exit_code_for(error))
+        except OSError as error:
+            if error.errno == errno.EPIPE:
+                _reader_gone()
+            _unexpected(ctx, error)
         except Exception as error:  # the last resort: still one line, exit 1
-            if os.environ.get("HUMANGLUE_DEBUG"):
-                traceback.print_exc()
-            fail(f"unexpected error: {type(error).__name__}: {error}".splitlines()[0])
-            ctx.exit(1)
+            _unexpected(ctx, error)
+
+
+def _unexpected(ctx: typer.Context, error: Exception) -> NoReturn:
+    if os.environ.get("HUMANGLUE_DEBUG"):
+        traceback.print_exc()
+    fail(f"unexpected error: {type(error).__name__}: {error}".splitlines()[0])
+    ctx.exit(exit_code_for(error))
 
 
 @dataclass
@@ -62,6 +131,13 @@ class Runtime:
         return self._settings
 
     @property
+    def tz(self) -> tzinfo:
+        """The display time zone (validated when first needed)."""
+        from humanglue_cli.core.timeutil import zone
+
+        return zone(self.settings.tz)
+
+    @property
     def engine(self) -> sa.Engine:
         from humanglue_cli.core.db import get_engine
 
@@ -70,24 +146,24 @@ class Runtime:
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
         """A read-only connection (never blocks a writer on SQLite)."""
-        from humanglue_cli.core.db import wrap_errors
+        from humanglue_cli.core.db import reading, wrap_errors
 
-        with wrap_errors(self.engine), self.engine.connect() as conn:
-            conn = conn.execution_options(readonly=True)
-            with conn.begin():
-                yield conn
+        engine = self.engine
+        with wrap_errors(engine), reading(engine) as conn:
+            yield conn
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A connection in a transaction, committed if the block succeeds."""
         from humanglue_cli.core.db import wrap_errors
 
-        with wrap_errors(self.engine), self.engine.begin() as conn:
+        engine = self.engine
+        with wrap_errors(engine), engine.begin() as conn:
             yield conn
 
     def acting_user(self, conn: sa.Connection) -> Person:
         """The person the command acts as (CONTRACT §2): exit 2 if none, 3 if unknown."""
-        from humanglue_cli.core.directory import find_person
+        from humanglue_cli.core.store.people import find_person
 
         if not self.settings.user:
             raise NoActingUser("no acting user: pass --user EMAIL or set HUMANGLUE_USER")
@@ -103,3 +179,8 @@ def runtime(ctx: typer.Context) -> Runtime:
 
 def is_terminal() -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def status(message: str) -> None:
+    """A progress or status line on stderr (CONTRACT §3)."""
+    typer.echo(f"humanglue: {printable(message, newlines=False)}", err=True)

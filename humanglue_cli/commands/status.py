@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 from typing import TYPE_CHECKING, Annotated
-from urllib.parse import urlsplit
 
 import typer
 
 from humanglue_cli.commands.runtime import is_terminal, runtime
+from humanglue_cli.core.text import printable
 
 if TYPE_CHECKING:
     from humanglue_cli.core.health import Check
@@ -35,7 +34,7 @@ def status(
 
     settings = runtime(ctx).settings
     checks = health.database_checks(settings.database_url)
-    checks.insert(1, broker_check(settings.broker_url))
+    checks.insert(1, broker_check(settings.broker_url))  # both validated: bad ones are exit 2
     report = health.Report(checks)
     if json_out:
         typer.echo(json.dumps(report.to_json()))
@@ -44,7 +43,8 @@ def status(
         for check in report.checks:
             mark, fg = MARKS[check.state]
             shown = typer.style(f"{mark:<4}", fg=fg, bold=True) if colour and fg else f"{mark:<4}"
-            typer.echo(f"{shown}  {check.name.replace('_', ' '):<14} {check.message}")
+            message = printable(check.message, newlines=False)
+            typer.echo(f"{shown}  {check.name.replace('_', ' '):<14} {message}")
         typer.echo(_verdict(report.checks))
     if not report.healthy:
         raise typer.Exit(1)
@@ -59,8 +59,10 @@ def _verdict(checks: list[Check]) -> str:
 
 
 def broker_check(url: str | None) -> Check:
-    """Redis answers PING (other brokers: their port accepts a connection)."""
+    """Redis answers PING within PROBE_TIMEOUT."""
+    from humanglue_cli.core.errors import first_line
     from humanglue_cli.core.health import Check
+    from humanglue_cli.core.urls import describe
 
     if not url:
         return Check(
@@ -69,39 +71,21 @@ def broker_check(url: str | None) -> Check:
             "none configured: the embedded worker",
             {"configured": False, "url": None},
         )
-    shown = _hide_password(url)
+    shown = describe(url)
     data = {"configured": True, "url": shown}
     try:
         _probe(url)
     except Exception as error:  # any failure to answer means: unreachable
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return Check("broker", "fail", f"cannot reach {shown}: {reason}", data)
+        return Check("broker", "fail", f"cannot reach {shown}: {first_line(error)}", data)
     return Check("broker", "ok", f"{shown} reachable", data)
 
 
 def _probe(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme in ("redis", "rediss"):
-        import redis
+    import redis
 
-        client = redis.Redis.from_url(
-            url, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT
-        )
-        try:
-            client.ping()
-        finally:
-            client.close()
-        return
-    default_port = {"amqp": 5672, "amqps": 5671}.get(parts.scheme)
-    port = parts.port or default_port
-    if not parts.hostname or not port:
-        raise ValueError(f"cannot probe a {parts.scheme or 'schemeless'} broker URL")
-    socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT).close()
-
-
-def _hide_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT,
+                                  socket_timeout=PROBE_TIMEOUT)  # fmt: skip
+    try:
+        client.ping()
+    finally:
+        client.close()

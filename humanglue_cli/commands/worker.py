@@ -1,4 +1,4 @@
-"""`humanglue worker`: turn domain events into notifications."""
+"""`humanglue worker` and `humanglue beat`: turn domain events into notifications."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from humanglue_cli.commands.runtime import runtime
+from humanglue_cli.commands.runtime import Runtime, runtime, status
 from humanglue_cli.core.errors import SomeEventsFailed
 
 if TYPE_CHECKING:
@@ -21,8 +21,7 @@ if TYPE_CHECKING:
 def worker(
     ctx: typer.Context,
     burst: Annotated[
-        bool,
-        typer.Option("--burst", help="process everything due, then exit (1 if some event failed)"),
+        bool, typer.Option("--burst", help="process everything due, then exit (1 if some failed)")
     ] = False,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, max=64, help="Celery worker threads")
@@ -34,7 +33,7 @@ def worker(
             min=1,
             max=5000,
             help="events claimed per transaction (embedded worker and --burst)",
-        ),
+        ),  # fmt: skip
     ] = 500,
     json_out: Annotated[
         bool, typer.Option("--json", help="print the --burst result as JSON")
@@ -49,9 +48,28 @@ def worker(
     if burst:
         _burst(rt.engine, batch_size, json_out)
     elif settings.broker_url:
-        _exec_celery(settings.database_url, settings.broker_url, concurrency)
+        settings.database_url  # noqa: B018 - a bad one is exit 2 here, not in Celery
+        _exec_celery(rt, ["worker", "--pool", "threads", "--concurrency", str(concurrency),
+                          "--loglevel", "INFO", "-Q", "humanglue",
+                          # A node name per process: workers on one host must not share one.
+                          "--hostname", f"humanglue-{os.getpid()}@%h",
+                          "--without-gossip", "--without-mingle"])  # fmt: skip
     else:
         _embedded(rt.engine, batch_size)
+
+
+def beat(ctx: typer.Context) -> None:
+    """Run Celery beat, which schedules the daily cleanup on the broker (one per deployment).
+
+    Example: HUMANGLUE_BROKER_URL=redis://localhost:6379/0 humanglue beat
+    """
+    from humanglue_cli.core.errors import BadInput
+
+    rt = runtime(ctx)
+    if not rt.settings.broker_url:
+        raise BadInput("beat schedules on a broker: set --broker-url or HUMANGLUE_BROKER_URL")
+    rt.settings.database_url  # noqa: B018
+    _exec_celery(rt, ["beat", "--loglevel", "INFO"])
 
 
 def _burst(engine: sa.Engine, batch_size: int, json_out: bool) -> None:
@@ -66,72 +84,50 @@ def _burst(engine: sa.Engine, batch_size: int, json_out: bool) -> None:
     if json_out:
         typer.echo(json.dumps({"processed": result.processed, "failed": result.failed}))
     else:
-        typer.echo(
-            f"processed {result.processed} events, {result.notified} notifications, "
-            f"{result.failed} failed",
-            err=True,
-        )
+        aside = f", {result.set_aside} set aside (a lock)" if result.set_aside else ""
+        status(f"processed {result.processed} events, {result.notified} notifications, "
+               f"{result.failed} failed{aside}")  # fmt: skip
     if result.failed:
         raise SomeEventsFailed(
             f"{result.failed} event(s) failed and are kept for retry: see `humanglue events failed`"
         )
 
 
-def _exec_celery(database_url: str, broker_url: str, concurrency: int) -> None:
-    """Become a Celery worker (the CLI never imports the `worker` package itself)."""
-    from humanglue_cli.core.db import describe
+def _exec_celery(rt: Runtime, args: list[str]) -> None:
+    """Become `celery -A worker ARGS` with every setting of ours in its environment (the CLI
+    never imports the `worker` package itself)."""
+    from humanglue_cli.core.urls import describe
 
-    env = dict(os.environ, HUMANGLUE_DATABASE_URL=database_url, HUMANGLUE_BROKER_URL=broker_url)
-    # A node name per process: several workers on one host must not share one (pidbox).
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker",
-        "worker",
-        "--pool",
-        "threads",
-        "--concurrency",
-        str(concurrency),
-        "--loglevel",
-        "INFO",
-        "-Q",
-        "humanglue",
-        "--hostname",
-        f"humanglue-{os.getpid()}@%h",
-        "--without-gossip",
-        "--without-mingle",
-    ]
-    typer.echo(f"humanglue: starting a Celery worker on {describe(broker_url)}", err=True)
+    env = dict(os.environ, **rt.settings.child_env())
+    status(f"starting Celery {args[0]} on {describe(rt.settings.broker_url or '')}")
     sys.stdout.flush()
     # A worker prints no results: its banner and logs belong on stderr (CONTRACT §3).
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    os.execvpe(sys.executable, argv, env)
+    os.execvpe(sys.executable, [sys.executable, "-m", "celery", "-A", "worker", *args], env)
 
 
 def _embedded(engine: sa.Engine, batch_size: int) -> None:
     import logging
 
-    from humanglue_cli.core import embedded
-    from humanglue_cli.core.db import describe
+    from humanglue_cli.core import runner
+    from humanglue_cli.core.urls import describe
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.INFO)
     log = logging.getLogger("humanglue.worker")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    typer.echo(
-        f"humanglue: embedded worker on {describe(engine.url)} "
-        "(no broker configured); Ctrl-C stops it",
-        err=True,
-    )
-    embedded.run(
+    status(f"embedded worker on {describe(engine.url)} (no broker configured); Ctrl-C stops it")
+    runner.run(
         engine,
         stop,
         batch_size=batch_size,
         on_batch=lambda r: log.info(
-            "processed %d events, %d notifications, %d failed", r.processed, r.notified, r.failed
-        ),
+            "processed %d events, %d notifications, %d failed%s",
+            r.processed,
+            r.notified,
+            r.failed,
+            f", {r.set_aside} set aside" if r.set_aside else "",
+        ),  # fmt: skip
     )
-    typer.echo("humanglue: worker stopped", err=True)
+    status("worker stopped")

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
-from humanglue_cli.core import directory, outbox
+from humanglue_cli.core.domain import PRIORITIES, ROLES, EventKind, Person
 from humanglue_cli.core.errors import BadInput, Forbidden
-from humanglue_cli.core.models import PRIORITIES, ROLES
-from humanglue_cli.core.rules import Person
+from humanglue_cli.core.store import events, people
+from humanglue_cli.core.text import shown
+
+MAX_TITLE, MAX_MESSAGE, MAX_LINK = 200, 10_000, 2_000
+
+
+def check_link(link: str) -> str:
+    """An `http:`/`https:` URL with a host, or a path on the platform (`/courses/42`).
+
+    Raises:
+        BadInput: anything else (`javascript:`, `file:`, a bare word…).
+    """
+    text = link.strip()
+    if len(text) > MAX_LINK:
+        raise BadInput(f"--link is longer than {MAX_LINK} characters")
+    if text.startswith("/") and not text.startswith("//"):
+        return text
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise BadInput(
+            f"--link must be an http(s) URL or a path such as /courses/42, not {shown(link)}"
+        )
+    return text
 
 
 @dataclass(frozen=True)
@@ -27,11 +52,17 @@ class Request:
         if chosen != 1:
             raise BadInput("choose the recipients with exactly one of --to, --role, --all")
         if self.role is not None and self.role not in ROLES:
-            raise BadInput(f"unknown role {self.role!r} (one of: {', '.join(ROLES)})")
+            raise BadInput(f"unknown role {shown(self.role)} (one of: {', '.join(ROLES)})")
         if self.priority not in PRIORITIES:
-            raise BadInput(f"unknown priority {self.priority!r} (one of: {', '.join(PRIORITIES)})")
+            raise BadInput(
+                f"unknown priority {shown(self.priority)} (one of: {', '.join(PRIORITIES)})"
+            )
         if not self.title.strip() or not self.message.strip():
             raise BadInput("an announcement needs --title and --message")
+        if len(self.title) > MAX_TITLE or len(self.message) > MAX_MESSAGE:
+            raise BadInput(f"--title is at most {MAX_TITLE} characters, --message {MAX_MESSAGE}")
+        if self.link is not None:
+            check_link(self.link)
 
 
 def send(conn: sa.Connection, sender: Person, request: Request) -> int:
@@ -39,15 +70,10 @@ def send(conn: sa.Connection, sender: Person, request: Request) -> int:
     request.validate()
     if sender.role != "admin":
         raise Forbidden("only admins send announcements")
-    recipients = [p.id for p in directory.find_people(conn, request.to)] if request.to else []
+    recipients = [p.id for p in people.find_people(conn, request.to)] if request.to else []
     payload = {
-        "title": request.title,
-        "message": request.message,
-        "link": request.link,
-        "priority": request.priority,
-        "to": recipients,
-        "role": request.role,
-        "all": request.everyone,
-        "sender_id": sender.id,
-    }
-    return outbox.enqueue(conn, "announcement.sent", sender.id, payload)
+        "title": request.title, "message": request.message,
+        "link": request.link.strip() if request.link else None, "priority": request.priority,
+        "to": recipients, "role": request.role, "all": request.everyone, "sender_id": sender.id,
+    }  # fmt: skip
+    return events.enqueue(conn, EventKind.ANNOUNCEMENT_SENT, sender.id, payload)

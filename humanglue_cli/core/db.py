@@ -1,18 +1,131 @@
-"""Engines and connections: SQLite tuned for a worker beside writers, driver errors wrapped."""
+"""Engines, the database's clock, and what a driver error means.
+
+Every decision about a database error — wait for the database, set the work aside, retry at
+once, or count a failed attempt — is made by `classify`, from the SQLSTATE (PostgreSQL), the
+SQLite result code, and the driver's exception type; never from the words of a message.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import enum
+import sqlite3
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
-from humanglue_cli.core.errors import SchemaError, Unavailable
+from humanglue_cli.core.errors import HumanGlueError, SchemaError, Unavailable, first_line
+from humanglue_cli.core.urls import describe
 
 _ENGINES: dict[str, sa.Engine] = {}
+SQLITE_BUSY_TIMEOUT_MS = 30000
+
+
+class Fault(enum.Enum):
+    """What a failure means for the work that met it."""
+
+    OUTAGE = "outage"  # the database cannot be reached: wait for it; the work is not at fault
+    SCHEMA = "schema"  # no HumanGlue schema, or an outdated one
+    LOCKED = "locked"  # someone else holds a lock the work needs: set it aside, try again soon
+    CONFLICT = "conflict"  # deadlock or serialization failure: try again at once
+    WORK = "work"  # the work itself failed (any other error): counts as a failed attempt
+
+
+# PostgreSQL SQLSTATEs (Appendix A of its manual), by class or by exact code.
+_PG_OUTAGE_CLASSES = ("08",)  # connection exception
+_PG_OUTAGE = {
+    "57P01",  # admin_shutdown
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now (starting up, recovering)
+    "3D000",  # invalid_catalog_name: the database does not exist
+    "28000",  # invalid_authorization_specification
+    "28P01",  # invalid_password
+    "53100",  # disk_full
+    "53300",  # too_many_connections
+    "53400",  # configuration_limit_exceeded
+    "58030",  # io_error
+}
+_PG_LOCKED = {"55P03", "55006"}  # lock_not_available (lock_timeout), object_in_use
+_PG_CONFLICT = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+_PG_SCHEMA = {"42P01", "42703", "3F000", "42883"}  # undefined table/column/schema/function
+# SQLite result codes (primary code names, as sqlite3 reports them in `sqlite_errorname`).
+_SQLITE_OUTAGE = ("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_NOTADB",
+                  "SQLITE_CORRUPT", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")  # fmt: skip
+_SQLITE_LOCKED = ("SQLITE_BUSY", "SQLITE_LOCKED")
+
+
+def classify(error: BaseException) -> Fault:
+    """What `error` means: see Fault. Anything not recognised is the work's fault."""
+    if isinstance(error, Unavailable):
+        return Fault.OUTAGE
+    if isinstance(error, SchemaError):
+        return Fault.SCHEMA
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return Fault.OUTAGE
+    orig = getattr(error, "orig", None) or error
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return _pg_fault(sqlstate)
+    if isinstance(orig, sqlite3.Error):
+        return _sqlite_fault(orig)
+    if isinstance(error, exc.InterfaceError | exc.OperationalError):
+        return Fault.OUTAGE  # a driver error without a SQLSTATE: the connection itself failed
+    return Fault.WORK
+
+
+def _pg_fault(sqlstate: str) -> Fault:
+    if sqlstate[:2] in _PG_OUTAGE_CLASSES or sqlstate in _PG_OUTAGE:
+        return Fault.OUTAGE
+    if sqlstate in _PG_LOCKED:
+        return Fault.LOCKED
+    if sqlstate in _PG_CONFLICT:
+        return Fault.CONFLICT
+    if sqlstate in _PG_SCHEMA:
+        return Fault.SCHEMA
+    return Fault.WORK
+
+
+def _sqlite_fault(error: sqlite3.Error) -> Fault:
+    name = getattr(error, "sqlite_errorname", "") or ""
+    if name.startswith(_SQLITE_OUTAGE):
+        return Fault.OUTAGE
+    if name.startswith(_SQLITE_LOCKED):
+        return Fault.LOCKED
+    if name == "SQLITE_ERROR" and str(error).startswith(("no such table", "no such column")):
+        return Fault.SCHEMA  # SQLite gives these no code of their own
+    return Fault.WORK
+
+
+@contextlib.contextmanager
+def wrap_errors(engine: sa.Engine) -> Iterator[None]:
+    """Turn an outage or a missing schema into the project's own errors (exit 5, exit 1)."""
+    try:
+        yield
+    except HumanGlueError:
+        raise
+    except Exception as error:
+        fault = classify(error)
+        if fault is Fault.OUTAGE:
+            raise unavailable(engine.url, error) from None
+        if fault is Fault.SCHEMA:
+            raise SchemaError(no_schema(engine.url)) from None
+        raise
+
+
+def unavailable(url: object, error: BaseException) -> Unavailable:
+    return Unavailable(f"cannot reach the database {describe(url)}: {first_line(error)}")
+
+
+def no_schema(url: object) -> str:
+    return f"the database {describe(url)} has no HumanGlue schema: run `humanglue db upgrade`"
+
+
+# --- engines ------------------------------------------------------------------------------------
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -22,7 +135,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 
@@ -34,20 +147,56 @@ def _sqlite_begin(conn: sa.Connection) -> None:
     conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
 
-def create_engine(url: str, **kwargs: Any) -> sa.Engine:
-    """A new engine for `url`; SQLite files get their directory created and WAL settings."""
+def sqlite_path(url: str | sa.URL) -> Path | None:
+    """The file of a SQLite URL (None for other databases)."""
     parsed = sa.make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(parsed, connect_args={"timeout": 30}, **kwargs)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return Path(parsed.database).expanduser()
+
+
+def create_engine(url: str, *, create: bool = False, **kwargs: Any) -> sa.Engine:
+    """A new engine for `url`.
+
+    A SQLite file is opened only if it exists, unless `create` (`db upgrade`, the demo): a
+    read, or a mistyped path, never leaves an empty database behind.
+
+    Raises:
+        SchemaError: a SQLite file that does not exist, without `create`.
+    """
+    parsed = sa.make_url(url)
+    path = sqlite_path(parsed)
+    if path is not None:
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            raise SchemaError(
+                f"no database at {path}: create it with `humanglue db upgrade` "
+                "(or check --database-url)"
+            )
+        mode = "rwc" if create else "rw"
+        target = f"file:{quote(str(path))}?mode={mode}"
+        engine = sa.create_engine(
+            parsed,
+            creator=lambda: sqlite3.connect(
+                target, uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+            ),
+            **kwargs,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(
-        parsed, connect_args={"connect_timeout": 5, "application_name": "humanglue"}, **kwargs
-    )
+    connect_args = {
+        "connect_timeout": 5,
+        "application_name": "humanglue",
+        # A dead server or a cut network is noticed within ~15 s, not at the next TCP timeout.
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+    }
+    return sa.create_engine(parsed, connect_args=connect_args, **kwargs)
 
 
 def get_engine(url: str) -> sa.Engine:
@@ -65,40 +214,39 @@ def dispose_engines(close: bool = True) -> None:
     _ENGINES.clear()
 
 
-def describe(url: str | sa.URL) -> str:
-    """The URL without its password, for messages."""
-    return sa.make_url(url).render_as_string(hide_password=True)
-
-
 @contextlib.contextmanager
-def wrap_errors(engine: sa.Engine) -> Iterator[None]:
-    """Turn driver errors into the project's own (STYLE.md, errors at the boundary)."""
-    try:
-        yield
-    except exc.OperationalError as error:
-        text = str(error.orig or error).lower()
-        if "no such table" in text or "no such column" in text:
-            raise SchemaError(_schema_hint(engine)) from None
-        if any(s in text for s in ("connect", "unable to open", "could not translate", "refused")):
-            raise Unavailable(
-                f"cannot reach the database at {describe(engine.url)}: {_first_line(error)}"
-            ) from None
-        raise
-    except exc.ProgrammingError as error:
-        if "does not exist" in str(error.orig or error) and "relation" in str(error.orig):
-            raise SchemaError(_schema_hint(engine)) from None
-        raise
-    except exc.InterfaceError as error:
-        raise Unavailable(
-            f"cannot reach the database at {describe(engine.url)}: {_first_line(error)}"
-        ) from None
+def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection in a read-only transaction (on SQLite it never blocks a writer)."""
+    with engine.connect() as conn:
+        conn = conn.execution_options(readonly=True)
+        with conn.begin():
+            yield conn
 
 
-def _schema_hint(engine: sa.Engine) -> str:
-    where = describe(engine.url)
-    return f"the database {where} has no HumanGlue schema: run `humanglue db upgrade`"
+# --- the database's clock -------------------------------------------------------------------------
+# Due times are compared with the database's clock, never a worker's: a worker whose clock is
+# behind must not deliver late. SQLite keeps UTC text; '%f' gives milliseconds.
 
 
-def _first_line(error: BaseException) -> str:
-    orig = getattr(error, "orig", None) or error
-    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+def now(conn: sa.Connection) -> sa.ColumnElement[Any]:
+    """The database's current time, as a SQL expression."""
+    if conn.dialect.name == "sqlite":
+        return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now")
+    return sa.func.now()
+
+
+def current_time(conn: sa.Connection) -> datetime:
+    """The database's current time (what `created_at` defaults to), aware, in UTC."""
+    from humanglue_cli.core.models import UTCDateTime
+
+    query = sa.select(sa.type_coerce(now(conn), UTCDateTime()))
+    value: datetime = conn.execute(query).scalar_one()
+    return value
+
+
+def now_plus(conn: sa.Connection, delay: timedelta) -> sa.ColumnElement[Any]:
+    """The database's current time plus `delay`, as a SQL expression."""
+    seconds = delay.total_seconds()
+    if conn.dialect.name == "sqlite":
+        return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", f"{seconds:+.3f} seconds")
+    return sa.func.now() + sa.literal(delay, sa.Interval())

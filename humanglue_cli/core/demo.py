@@ -18,6 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from humanglue_cli.core import announcements
+from humanglue_cli.core.domain import Person
 from humanglue_cli.core.models import (
     course_instructors,
     course_questions,
@@ -29,7 +30,6 @@ from humanglue_cli.core.models import (
     workshop_registrations,
     workshops,
 )
-from humanglue_cli.core.rules import Person
 
 DOMAIN = "example.edu"
 OWNER = ("ada", "Ada Lovelace")

@@ -38,7 +38,7 @@ class Unavailable(HumanGlueError):
 
 
 class SchemaError(HumanGlueError):
-    """The database has no schema, an old one, or lacks columns the rules read."""
+    """The database has no schema, an old one, or one that HumanGlue cannot adopt."""
 
     exit_code = 1
 
@@ -49,8 +49,27 @@ class SomeEventsFailed(HumanGlueError):
     exit_code = 1
 
 
+INTERRUPTED = 130  # Ctrl-C, as shells report it
+
+
 def exit_code_for(error: BaseException) -> int:
     """The documented exit code for an error (CONTRACT §3); 1 for anything unexpected."""
     if isinstance(error, HumanGlueError):
         return error.exit_code
+    if isinstance(error, KeyboardInterrupt):
+        return INTERRUPTED
     return 1
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message — the driver's own if it is wrapped — or its type."""
+    orig = getattr(error, "orig", None) or error
+    text = str(orig).strip()
+    return text.splitlines()[0] if text else type(orig).__name__
+
+
+def check_range(value: int, low: int, high: int, name: str) -> int:
+    """`value` if low <= value <= high, else BadInput naming the option (`--limit`, `-n`)."""
+    if not low <= value <= high:
+        raise BadInput(f"{name} must be between {low} and {high}, not {value}")
+    return value

@@ -64,19 +64,6 @@ def _ts(name: str, nullable: bool = True, default: bool = False) -> sa.Column[da
     )
 
 
-NOTIFICATION_TYPES = (
-    "enrollment",
-    "workshop_registration",
-    "course_completion",
-    "review",
-    "student_question",
-    "payment",
-    "system_announcement",
-    "co_instructor_update",
-)
-PRIORITIES = ("low", "normal", "high", "urgent")
-ROLES = ("student", "instructor", "admin")
-
 # --- the platform's tables (CONTRACT §5) ----------------------------------------------------
 
 profiles = sa.Table(
@@ -319,6 +306,7 @@ workers = sa.Table(
     _ts("started_at", nullable=False, default=True),
     _ts("last_seen_at", nullable=False, default=True),
     sa.Column("processed", sa.BigInteger, nullable=False, server_default="0"),
+    _ts("stopped_at"),  # set when it stopped on a signal; a killed worker just goes silent
 )
 
 # One row per maintenance run (for `humanglue status` and the audit trail).

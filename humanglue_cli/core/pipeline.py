@@ -1,9 +1,21 @@
-"""Events in, notifications out: one batch per transaction, exactly once.
+"""Events in, notifications out: exactly once, and no event can hold up the others.
 
-A batch is claimed, its context loaded in bulk, the rules applied, the ledger consulted and
-the notifications written, and the events removed from the outbox — all in one database
-transaction. A crash at any point rolls all of it back and the events are due again; a
-second delivery of the same work finds them gone, or finds their ledger keys taken.
+A batch is claimed in a short transaction that counts an attempt for each event and leases it
+(store/events.py), then processed in one transaction: its rows locked, the context loaded in
+bulk, the rules applied, the recipients' profiles held, the ledger consulted, the notifications
+written and the events removed. A crash at any point rolls the processing back and the lease
+brings the events back; the ledger makes a second delivery of the same work a no-op.
+
+Nothing in a batch can stall it:
+- a recipient's profile held by the platform (`SELECT … FOR UPDATE`, an email change) sets the
+  events that notify that person aside, attempt refunded, and the rest go through;
+- any other lock wait ends after LOCK_TIMEOUT, and is treated the same way;
+- any other error — a constraint, a statement timeout, an exception of any type — makes the
+  batch run again in a fresh transaction, halving any part that fails inside savepoints until
+  each culprit is alone: it fails its attempt with the reason (retried with backoff, then kept
+  as failed), a deadlock is retried at once, and everything else is processed.
+Only an outage (the database unreachable) or a missing schema stops the work: then nothing can
+be done, and the events come back when the database does.
 """
 
 from __future__ import annotations
@@ -11,28 +23,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
 
 import sqlalchemy as sa
 
-from humanglue_cli.core import directory, outbox
-from humanglue_cli.core.models import notifications, profiles, utcnow
-from humanglue_cli.core.rules import (
-    Audience,
-    Context,
-    Draft,
-    Event,
-    Needs,
-    Outcome,
-    Unprocessable,
-    apply,
-    needs,
-)
+from humanglue_cli.core import db, rules
+from humanglue_cli.core.db import Fault, classify
+from humanglue_cli.core.domain import Event, Needs, Outcome, Unprocessable
+from humanglue_cli.core.errors import first_line
+from humanglue_cli.core.store import events, ledger, notifications, people
 
 log = logging.getLogger("humanglue.pipeline")
 
 BATCH_SIZE = 500
+LOCK_TIMEOUT = "500ms"
+CONFLICT_RETRIES = 3
+HELD = "set aside: a row it needs is locked by another transaction"
 
 
 @dataclass
@@ -40,150 +45,159 @@ class BatchResult:
     claimed: int = 0
     processed: int = 0  # events done (with or without notifications)
     failed: int = 0  # attempts that failed (the event is retried later, or kept as failed)
+    set_aside: int = 0  # events that met a lock: back soon, their attempt refunded
     notified: int = 0  # notifications created
 
     def __iadd__(self, other: BatchResult) -> BatchResult:
         self.claimed += other.claimed
         self.processed += other.processed
         self.failed += other.failed
+        self.set_aside += other.set_aside
         self.notified += other.notified
         return self
 
 
-def _merge(all_needs: list[Needs]) -> Needs:
-    return Needs(
-        frozenset().union(*(n.people for n in all_needs)),
-        frozenset().union(*(n.courses for n in all_needs)),
-        frozenset().union(*(n.workshops for n in all_needs)),
-    )
+def _stoppable(fault: Fault) -> bool:
+    """Faults that no retry of the work can get past: they end the batch."""
+    return fault in (Fault.OUTAGE, Fault.SCHEMA)
 
 
-def _insert_drafts(conn: sa.Connection, drafts: list[Draft]) -> int:
-    if not drafts:
-        return 0
-    now = utcnow()
-    # Distinct, increasing created_at within a batch keeps "newest first" stable.
-    rows = [
-        {
-            "user_id": d.user_id,
-            "type": d.type,
-            "title": d.title,
-            "message": d.message,
-            "data": d.data,
-            "link": d.link,
-            "priority": d.priority,
-            "created_at": now + timedelta(microseconds=i),
-        }
-        for i, d in enumerate(drafts)
-    ]
-    conn.execute(sa.insert(notifications), rows)
-    return len(rows)
-
-
-def _fan_out(conn: sa.Connection, audience: Audience, draft: Draft) -> int:
-    """One INSERT … SELECT for any number of recipients (never a loop in Python)."""
-    who = sa.select(profiles.c.id)
-    if audience.user_ids:
-        who = who.where(profiles.c.id.in_(list(audience.user_ids)))
-    elif audience.role:
-        who = who.where(profiles.c.role == audience.role)
-    elif not audience.everyone:
-        return 0
-    values = who.add_columns(
-        sa.literal(draft.type),
-        sa.literal(draft.title),
-        sa.literal(draft.message),
-        sa.literal(draft.data, notifications.c.data.type),
-        sa.literal(draft.link, sa.Text),
-        sa.literal(draft.priority),
-        sa.literal(utcnow(), notifications.c.created_at.type),
-    )
-    cols = ["user_id", "type", "title", "message", "data", "link", "priority", "created_at"]
-    stmt = sa.insert(notifications).from_select(cols, values)
-    return conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
-
-
-def _process(conn: sa.Connection, batch: list[Event]) -> BatchResult:
-    """Apply the rules to claimed events inside the caller's transaction."""
-    result = BatchResult(claimed=len(batch))
-    ctx: Context = directory.load_context(conn, _merge([needs(e) for e in batch]))
-    outcomes: dict[tuple[str, str], tuple[Event, Outcome]] = {}
-    failures: list[tuple[int, str]] = []
-    done: list[int] = []
-    for event in batch:
-        try:
-            outcome = apply(event, ctx)
-        except Unprocessable as error:
-            failures.append((event.id, str(error)))
-            continue
-        done.append(event.id)
-        # Two events of one entity in one batch (completed, reopened, completed): first wins.
-        outcomes.setdefault((outcome.rule, outcome.entity_id), (event, outcome))
-    new = outbox.record(
-        conn, [(o.rule, o.entity_id, e.id, len(o.drafts)) for e, o in outcomes.values()]
-    )
-    drafts = [d for key, (_, o) in outcomes.items() if key in new for d in o.drafts]
-    result.notified = _insert_drafts(conn, drafts)
-    for key, (_, o) in outcomes.items():
-        if key in new and o.broadcast is not None:
-            result.notified += _fan_out(conn, *o.broadcast)
-    outbox.finish(conn, done)
-    outbox.fail(conn, failures)
-    result.processed, result.failed = len(done), len(failures)
-    for event_id, reason in failures:
-        log.warning("event %s failed: %s", event_id, reason)
-    return result
+def _begin(conn: sa.Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
 
 
 def process_batch(engine: sa.Engine, limit: int = BATCH_SIZE) -> BatchResult:
-    """Claim and process up to `limit` due events in one transaction.
-
-    If the batch as a whole hits a database error (a row the rules did not foresee), each of
-    its events is processed alone so that only the culprit is counted as failed.
-    """
+    """Claim up to `limit` due events and process them (see the module docstring)."""
+    with engine.begin() as conn:
+        claimed = events.claim(conn, limit)
+    if not claimed:
+        return BatchResult()
     try:
         with engine.begin() as conn:
-            batch = outbox.claim(conn, limit)
-            return _process(conn, batch) if batch else BatchResult()
-    except sa.exc.DBAPIError as error:
-        if error.connection_invalidated or isinstance(error, sa.exc.OperationalError):
+            _begin(conn)
+            result = _process(conn, events.lock_claimed(conn, claimed))
+    except Exception as error:
+        if _stoppable(classify(error)):
             raise
-        log.warning("batch failed (%s); retrying its events one by one", _short(error))
-    result = BatchResult()
-    with engine.begin() as conn:
-        ids = [e.id for e in outbox.claim(conn, limit)]
-    for event_id in ids:
-        result += _process_alone(engine, event_id)
+        log.info(
+            "a batch of %d failed (%s): isolating the culprit", len(claimed), first_line(error)
+        )
+        with engine.begin() as conn:
+            _begin(conn)
+            result = _isolate(conn, events.lock_claimed(conn, claimed))
+    result.claimed = len(claimed)
     return result
 
 
-def _process_alone(engine: sa.Engine, event_id: int) -> BatchResult:
-    try:
-        with engine.begin() as conn:
-            batch = outbox.claim(conn, 1, only_id=event_id)
-            return _process(conn, batch) if batch else BatchResult()
-    except sa.exc.DBAPIError as error:
-        if error.connection_invalidated or isinstance(error, sa.exc.OperationalError):
-            raise
-        with engine.begin() as conn:
-            outbox.fail(conn, [(event_id, _short(error))])
-        log.warning("event %s failed: %s", event_id, _short(error))
-        return BatchResult(claimed=1, failed=1)
+def _isolate(conn: sa.Connection, batch: list[Event]) -> BatchResult:
+    """Process `batch` in savepoints, halving each part that fails until its culprit is alone."""
+    result = BatchResult()
+    parts, conflicts = [batch], 0
+    while parts:
+        part = parts.pop()
+        if not part:
+            continue
+        try:
+            with conn.begin_nested():
+                result += _process(conn, part)
+            continue
+        except Exception as error:
+            fault = classify(error)
+            if _stoppable(fault):
+                raise
+            reason = first_line(error)
+        if fault is Fault.CONFLICT and conflicts < CONFLICT_RETRIES:
+            conflicts += 1
+            parts.append(part)
+        elif len(part) > 1:
+            half = len(part) // 2
+            parts += [part[half:], part[:half]]
+        elif fault is Fault.LOCKED:
+            events.set_aside(conn, part, HELD)
+            result.set_aside += 1
+        else:
+            _fail(conn, [(part[0], reason)])
+            result.failed += 1
+    return result
 
 
-def _short(error: BaseException) -> str:
-    orig: Any = getattr(error, "orig", None) or error
-    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+def _fail(conn: sa.Connection, failures: list[tuple[Event, str]]) -> None:
+    events.fail(conn, failures)
+    for event, reason in failures:
+        final = " (giving up: kept as failed)" if event.attempts >= events.MAX_ATTEMPTS else ""
+        log.warning("event %s (%s) failed attempt %d: %s%s", event.id, event.kind,
+                    event.attempts, reason, final)  # fmt: skip
+
+
+def _process(conn: sa.Connection, batch: list[Event]) -> BatchResult:
+    """Apply the rules to locked events, inside the caller's transaction."""
+    result = BatchResult()
+    if not batch:
+        return result
+    now = db.current_time(conn)
+    ctx = people.load_context(conn, Needs.merge([rules.needs(e) for e in batch]))
+    outcomes: dict[tuple[str, str], tuple[Event, Outcome]] = {}
+    failures: list[tuple[Event, str]] = []
+    done: list[Event] = []
+    for event in batch:
+        try:
+            outcome = rules.apply(event, ctx)
+        except Unprocessable as error:
+            failures.append((event, str(error)))
+            continue
+        done.append(event)
+        # Two events of one entity in one batch (completed, reopened, completed): first wins.
+        outcomes.setdefault(outcome.key, (event, outcome))
+
+    held = people.lock_recipients(
+        conn, {d.user_id for _, o in outcomes.values() for d in o.drafts}
+    )  # fmt: skip
+    aside = [e for e, o in outcomes.values() if any(d.user_id in held for d in o.drafts)]
+    for event in aside:
+        done.remove(event)
+    plain = {
+        key: (e, o) for key, (e, o) in outcomes.items()
+        if o.broadcast is None and e not in aside
+    }  # fmt: skip
+    new = ledger.record(conn, [(*key, e.id, len(o.drafts)) for key, (e, o) in plain.items()])
+    drafts = [d for key, (_, o) in plain.items() if key in new for d in o.drafts]
+    result.notified = notifications.insert(conn, drafts, now)
+
+    for key, (event, outcome) in outcomes.items():
+        if outcome.broadcast is None:
+            continue
+        try:
+            with conn.begin_nested():  # one announcement's trouble is its own
+                if ledger.record(conn, [(*key, event.id, 0)]):
+                    result.notified += notifications.fan_out(conn, *outcome.broadcast, now)
+        except Exception as error:
+            fault = classify(error)
+            if _stoppable(fault):
+                raise
+            done.remove(event)
+            if fault in (Fault.LOCKED, Fault.CONFLICT):
+                aside.append(event)
+            else:
+                failures.append((event, first_line(error)))
+
+    events.finish(conn, [e.id for e in done])
+    events.set_aside(conn, aside, HELD)
+    _fail(conn, failures)
+    result.processed, result.failed, result.set_aside = len(done), len(failures), len(aside)
+    return result
 
 
 def drain(
-    engine: sa.Engine, limit: int = BATCH_SIZE, should_stop: Callable[[], bool] = lambda: False
+    engine: sa.Engine,
+    limit: int = BATCH_SIZE,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> BatchResult:
-    """Process batches until nothing is due (or `should_stop`); the `worker --burst` loop."""
+    """Process batches until nothing is due (or `should_stop`): the `worker --burst` loop."""
     total = BatchResult()
     while not should_stop():
         result = process_batch(engine, limit)
         total += result
-        if result.claimed < limit:
+        if not result.claimed:
             break
     return total

@@ -2,121 +2,45 @@
 
 Each handler turns one outbox event plus the context it names (people, courses, workshops,
 loaded in bulk by the pipeline) into an `Outcome`: the ledger key that makes it "once per
-entity", and the notifications to create. No I/O here.
+entity", and the notifications to create. No I/O here; the types are in core/domain.py.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-
-class Unprocessable(Exception):
-    """The event cannot be turned into notifications (yet): retried, then kept as failed."""
-
-
-@dataclass(frozen=True)
-class Event:
-    id: int
-    kind: str
-    entity_id: str
-    payload: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class Person:
-    id: str
-    name: str
-    role: str
-
-
-@dataclass(frozen=True)
-class Course:
-    id: str
-    title: str
-    instructor_ids: tuple[str, ...]  # the owner first, then co-instructors
-
-
-@dataclass(frozen=True)
-class Workshop:
-    id: str
-    title: str
-    instructor_id: str
-
-
-@dataclass
-class Context:
-    """What a batch of events refers to, by id."""
-
-    people: dict[str, Person] = field(default_factory=dict)
-    courses: dict[str, Course] = field(default_factory=dict)
-    workshops: dict[str, Workshop] = field(default_factory=dict)
-
-    def person(self, person_id: Any) -> Person:
-        found = self.people.get(str(person_id))
-        if found is None:
-            raise Unprocessable(f"profile {person_id} not found")
-        return found
-
-    def course(self, course_id: Any) -> Course:
-        found = self.courses.get(str(course_id))
-        if found is None:
-            raise Unprocessable(f"course {course_id} not found")
-        return found
-
-    def workshop(self, workshop_id: Any) -> Workshop:
-        found = self.workshops.get(str(workshop_id))
-        if found is None:
-            raise Unprocessable(f"workshop {workshop_id} not found")
-        return found
-
-
-@dataclass(frozen=True)
-class Draft:
-    """A notification to create for one user."""
-
-    user_id: str
-    type: str
-    title: str
-    message: str
-    data: dict[str, Any]
-    link: str | None = None
-    priority: str = "normal"
-
-
-@dataclass(frozen=True)
-class Audience:
-    """Recipients chosen in the database, set-based (announcements to many)."""
-
-    user_ids: tuple[str, ...] = ()
-    role: str | None = None
-    everyone: bool = False
-
-
-@dataclass(frozen=True)
-class Outcome:
-    rule: str  # with entity_id: the ledger key, at most one outcome ever per key
-    entity_id: str
-    drafts: tuple[Draft, ...] = ()
-    broadcast: tuple[Audience, Draft] | None = None
-
-
-@dataclass(frozen=True)
-class Needs:
-    people: frozenset[str] = frozenset()
-    courses: frozenset[str] = frozenset()
-    workshops: frozenset[str] = frozenset()
+from humanglue_cli.core.domain import (
+    Audience,
+    Context,
+    Draft,
+    Event,
+    EventKind,
+    Needs,
+    Outcome,
+    Unprocessable,
+    event_key,
+)
 
 
 def _ids(*values: Any) -> frozenset[str]:
-    return frozenset(str(v) for v in values if v)
+    """The values that are ids (UUIDs); anything else is left for its handler to reject."""
+    found = set()
+    for value in values:
+        try:
+            found.add(str(uuid.UUID(str(value))))
+        except ValueError:
+            continue
+    return frozenset(found)
 
 
 def needs(event: Event) -> Needs:
     """The people, courses and workshops an event's handler will look up."""
     p = event.payload
-    if event.kind == "course.updated":
+    if not isinstance(p, Mapping):
+        return Needs()
+    if event.kind == EventKind.COURSE_UPDATED:
         return Needs(_ids(p.get("updated_by")), _ids(event.entity_id))
     people = _ids(p.get("student_id"), p.get("user_id"))
     return Needs(people, _ids(p.get("course_id")), _ids(p.get("workshop_id")))
@@ -257,7 +181,7 @@ def payment(e: Event, ctx: Context) -> Outcome:
 
 def course_update(e: Event, ctx: Context) -> Outcome:
     course, editor = ctx.course(e.entity_id), ctx.person(e.payload["updated_by"])
-    key = f"event:{e.id}"
+    key = event_key(e.id)
     if editor.id not in course.instructor_ids:
         return Outcome("co_instructor_update", key)  # not one of its instructors: no one to tell
     changed = [str(c) for c in e.payload.get("changed") or []]
@@ -291,27 +215,40 @@ def announcement(e: Event, _ctx: Context) -> Outcome:
         link=p.get("link"),
         priority=str(p.get("priority") or "normal"),
     )
-    return Outcome("system_announcement", f"event:{e.id}", broadcast=(audience, draft))
+    return Outcome("system_announcement", event_key(e.id), broadcast=(audience, draft))
 
 
 RULES: dict[str, Callable[[Event, Context], Outcome]] = {
-    "enrollment.created": enrollment,
-    "enrollment.completed": completion,
-    "workshop_registration.created": registration,
-    "review.created": review,
-    "question.created": question,
-    "payment.succeeded": payment,
-    "course.updated": course_update,
-    "announcement.sent": announcement,
+    EventKind.ENROLLMENT_CREATED: enrollment,
+    EventKind.ENROLLMENT_COMPLETED: completion,
+    EventKind.WORKSHOP_REGISTRATION_CREATED: registration,
+    EventKind.REVIEW_CREATED: review,
+    EventKind.QUESTION_CREATED: question,
+    EventKind.PAYMENT_SUCCEEDED: payment,
+    EventKind.COURSE_UPDATED: course_update,
+    EventKind.ANNOUNCEMENT_SENT: announcement,
 }
 
 
 def apply(event: Event, ctx: Context) -> Outcome:
-    """The outcome of one event. Raises Unprocessable if it cannot be processed now."""
+    """The outcome of one event.
+
+    Raises:
+        Unprocessable: the event cannot be processed now — an unknown kind, a payload that is
+            not a JSON object, something it names that does not exist, or any error of its
+            handler (a handler is pure: whatever goes wrong in it is the event's doing).
+    """
     handler = RULES.get(event.kind)
     if handler is None:
         raise Unprocessable(f"unknown event kind {event.kind!r}")
+    if not isinstance(event.payload, Mapping):
+        raise Unprocessable(
+            f"malformed {event.kind} event: its payload is {type(event.payload).__name__}, "
+            "not a JSON object"
+        )
     try:
         return handler(event, ctx)
-    except (KeyError, TypeError, ValueError) as error:
+    except Unprocessable:
+        raise
+    except Exception as error:
         raise Unprocessable(f"malformed {event.kind} event: {error!r}") from None

@@ -1,95 +1,27 @@
-"""Settings, resolved flag > environment > config file > default (CONTRACT §2)."""
+"""Settings, resolved flag > environment > config file > default (CONTRACT §2).
+
+Resolving reads every source but validates nothing: each setting is checked when it is used,
+and its error names where the bad value came from. So a mistyped retention breaks
+`maintenance cleanup`, not `notifications list`. `child_env()` hands every resolved value to
+the processes we start (the Celery worker and beat), which resolve the same settings again.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from humanglue_cli.core import timeutil, urls
 from humanglue_cli.core.errors import BadInput
+from humanglue_cli.core.text import shown
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse `90s`, `15m`, `24h`, `30d` or `2w` into a timedelta.
-
-    Raises:
-        BadInput: the text is not such a duration.
-    """
-    match = _DURATION.match(text or "")
-    if not match:
-        raise BadInput(f"not a duration: {text!r} (use e.g. 90s, 15m, 24h, 30d)")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
-
-
-def parse_when(text: str, now: datetime | None = None) -> datetime:
-    """A point in time: a duration ago (`1h`) or an ISO-8601 timestamp (UTC if no offset)."""
-    now = now or datetime.now(UTC)
-    if _DURATION.match(text or ""):
-        return now - parse_duration(text)
-    try:
-        stamp = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise BadInput(
-            f"not a time: {text!r} (use a duration such as 1h or 7d, or ISO-8601)"
-        ) from None
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-
-
-def format_duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit in ("w", "d", "h", "m"):
-        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
-            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
-    return f"{seconds}s"
-
-
-def normalize_database_url(url: str) -> str:
-    """SQLAlchemy URL with `postgresql://` meaning psycopg 3 (CONTRACT §2)."""
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def _xdg(var: str, fallback: str) -> Path:
-    value = os.environ.get(var)
-    return Path(value) if value else Path.home() / fallback
-
-
-def default_database_url() -> str:
-    return f"sqlite:///{_xdg('XDG_DATA_HOME', '.local/share') / 'humanglue' / 'humanglue.db'}"
-
-
-def default_config_path() -> Path:
-    return _xdg("XDG_CONFIG_HOME", ".config") / "humanglue" / "config.toml"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything configurable, resolved once per process."""
-
-    database_url: str = field(default_factory=default_database_url)
-    broker_url: str | None = None
-    user: str | None = None
-    config_path: Path | None = None
-    notification_retention: timedelta = timedelta(days=30)
-    presence_retention: timedelta = timedelta(hours=24)
-    tz: str | None = None
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-
-# setting -> (environment variable, minimum or None)
-_ENV = {
+# setting -> its environment variable (the config file key is the setting's name).
+ENVIRONMENT = {
     "database_url": "HUMANGLUE_DATABASE_URL",
     "broker_url": "HUMANGLUE_BROKER_URL",
     "user": "HUMANGLUE_USER",
@@ -97,7 +29,105 @@ _ENV = {
     "presence_retention": "HUMANGLUE_PRESENCE_RETENTION",
     "tz": "HUMANGLUE_TZ",
 }
-_MINIMUM = {"notification_retention": timedelta(days=1), "presence_retention": timedelta(hours=1)}
+FLAGS = {"database_url": "--database-url", "broker_url": "--broker-url", "user": "--user",
+         "tz": "--tz"}  # fmt: skip
+CONFIG_ENV = "HUMANGLUE_CONFIG"
+RETENTION_MINIMUM = {"notification_retention": timedelta(days=1),
+                     "presence_retention": timedelta(hours=1)}  # fmt: skip
+RETENTION_DEFAULT = {"notification_retention": "30d", "presence_retention": "24h"}
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    return Path(value) if value else Path.home() / fallback
+
+
+def data_dir() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "humanglue"
+
+
+def state_dir() -> Path:
+    return _xdg("XDG_STATE_HOME", ".local/state") / "humanglue"
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{data_dir() / 'humanglue.db'}"
+
+
+def default_config_path() -> Path:
+    return _xdg("XDG_CONFIG_HOME", ".config") / "humanglue" / "config.toml"
+
+
+@dataclass(frozen=True)
+class Value:
+    """A setting as given, and where it came from (for error messages)."""
+
+    text: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting as resolved; each is validated on first use."""
+
+    values: dict[str, Value] = field(default_factory=dict)
+    config_path: Path | None = None
+    config_explicit: bool = False
+
+    def _get(self, name: str) -> Value | None:
+        return self.values.get(name)
+
+    @functools.cached_property
+    def database_url(self) -> str:
+        given = self._get("database_url")
+        if given is None:
+            return default_database_url()
+        return urls.database_url(given.text, given.source)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @functools.cached_property
+    def broker_url(self) -> str | None:
+        given = self._get("broker_url")
+        return urls.broker_url(given.text, given.source) if given else None
+
+    @property
+    def user(self) -> str | None:
+        given = self._get("user")
+        return given.text if given else None
+
+    @property
+    def tz(self) -> str | None:
+        given = self._get("tz")
+        return given.text if given else None
+
+    @functools.cached_property
+    def notification_retention(self) -> timedelta:
+        return self._retention("notification_retention")
+
+    @functools.cached_property
+    def presence_retention(self) -> timedelta:
+        return self._retention("presence_retention")
+
+    def _retention(self, name: str) -> timedelta:
+        given = self._get(name) or Value(RETENTION_DEFAULT[name], "default")
+        duration = timeutil.parse_duration(given.text, given.source)
+        minimum = RETENTION_MINIMUM[name]
+        if duration < minimum:
+            raise BadInput(
+                f"{given.source}: a {name.replace('_', ' ')} of {shown(given.text)} is under "
+                f"the minimum of {timeutil.exact(minimum)}"
+            )
+        return duration
+
+    def child_env(self) -> dict[str, str]:
+        """The environment that makes a child process resolve these same settings."""
+        env = {ENVIRONMENT[name]: value.text for name, value in self.values.items()}
+        if self.config_path is not None and (self.config_explicit or self.config_path.exists()):
+            env[CONFIG_ENV] = str(self.config_path)
+        return env
 
 
 def _read_config(path: Path, explicit: bool) -> dict[str, Any]:
@@ -108,12 +138,25 @@ def _read_config(path: Path, explicit: bool) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"cannot read config file {path}: {exc}") from None
-    unknown = set(data) - set(_ENV)
+    unknown = sorted(set(data) - set(ENVIRONMENT))
     if unknown:
-        raise BadInput(f"unknown key in {path}: {', '.join(sorted(unknown))}")
+        raise BadInput(
+            f"unknown setting {shown(unknown[0])} in {path} (known: {', '.join(ENVIRONMENT)})"
+        )
     return data
+
+
+def _checked_text(value: object, source: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise BadInput(f"{source}: expected text, not {shown(value)}")
+    text = str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{source}: {shown(text)} is not valid UTF-8") from None
+    return text
 
 
 def load_settings(**flags: str | None) -> Settings:
@@ -123,22 +166,19 @@ def load_settings(**flags: str | None) -> Settings:
         **flags: command-line values by setting name (`config` names the config file);
             None means "not given".
     """
-    config_flag = flags.pop("config", None) or os.environ.get("HUMANGLUE_CONFIG")
-    config_path = Path(config_flag) if config_flag else default_config_path()
-    config = _read_config(config_path, explicit=bool(config_flag))
-    values: dict[str, Any] = {"config_path": config_path}
-    for name, env in _ENV.items():
-        raw = flags.get(name) or os.environ.get(env) or config.get(name)
-        if raw in (None, ""):
-            continue
-        if name in _MINIMUM:
-            duration = parse_duration(str(raw))
-            if duration < _MINIMUM[name]:
-                limit = format_duration(_MINIMUM[name])
-                raise BadInput(f"{name.replace('_', ' ')} of {raw} is under the minimum of {limit}")
-            values[name] = duration
-        elif name == "database_url":
-            values[name] = normalize_database_url(str(raw))
-        else:
-            values[name] = str(raw)
-    return Settings(**values)
+    config_flag = flags.pop("config", None)
+    config_given = config_flag or os.environ.get(CONFIG_ENV)
+    config_path = Path(config_given) if config_given else default_config_path()
+    config = _read_config(config_path, explicit=bool(config_given))
+    values: dict[str, Value] = {}
+    for name, env in ENVIRONMENT.items():
+        candidates = (
+            (flags.get(name), FLAGS.get(name, name)),
+            (os.environ.get(env), env),
+            (config.get(name), f"{name} in {config_path}"),
+        )
+        for raw, source in candidates:
+            if raw is not None and raw != "":
+                values[name] = Value(_checked_text(raw, source), source)
+                break
+    return Settings(values, config_path, bool(config_given))

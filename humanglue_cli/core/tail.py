@@ -21,9 +21,12 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from humanglue_cli.core import inbox
-from humanglue_cli.core.errors import Unavailable
-from humanglue_cli.core.inbox import Filters, Notification
+from humanglue_cli.core import db
+from humanglue_cli.core.backoff import Backoff
+from humanglue_cli.core.db import Fault, classify
+from humanglue_cli.core.domain import Notification
+from humanglue_cli.core.store import notifications as inbox
+from humanglue_cli.core.store.notifications import Filters
 
 T = TypeVar("T")
 # A read-only connection in a short transaction (Runtime.read: on SQLite it never blocks writers).
@@ -31,36 +34,26 @@ Reader = Callable[[], AbstractContextManager[sa.Connection]]
 
 POLL_INTERVAL = 0.15
 LOOKBACK = timedelta(seconds=30)
-FIRST_DELAY, MAX_DELAY = 0.5, 10.0
-OUTAGES = (Unavailable, sa.exc.OperationalError, sa.exc.InterfaceError)
 
 
 def _quiet(_message: str) -> None:
     pass
 
 
-def _reason(error: BaseException) -> str:
-    orig = getattr(error, "orig", None) or error
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else type(orig).__name__
-
-
 def patiently(
     work: Callable[[], T], stop: threading.Event, on_status: Callable[[str], None] = _quiet
 ) -> T | None:
     """`work()`, retried with backoff while the database is unreachable; None if stopped first."""
-    delay, failing = FIRST_DELAY, False
+    backoff = Backoff("database", say=on_status)
     while not stop.is_set():
         try:
             result = work()
-        except OUTAGES as error:
-            on_status(f"database unavailable ({_reason(error)}); retrying in {delay:.1f}s")
-            failing = True
-            stop.wait(delay)
-            delay = min(delay * 2, MAX_DELAY)
+        except Exception as error:
+            if classify(error) is not Fault.OUTAGE:
+                raise
+            stop.wait(backoff.failed(error))
             continue
-        if failing:
-            on_status("database reachable again; catching up")
+        backoff.ok()
         return result
     return None
 
@@ -109,7 +102,7 @@ def follow(
 
     def start() -> tuple[datetime, list[Notification]]:
         with read() as conn:
-            now = inbox.database_now(conn)
+            now = db.current_time(conn)
             # What is already there counts as seen, shown or not; read before the backlog so that
             # a row committing in between is either in the backlog or delivered as new.
             for ident, at in inbox.keys_since(conn, user_id, filters, now - lookback):

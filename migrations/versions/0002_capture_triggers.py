@@ -23,6 +23,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 from alembic import op
 
+from humanglue_cli.core.domain import EventKind
 from humanglue_cli.core.errors import SchemaError
 
 revision = "0002"
@@ -53,12 +54,14 @@ _ENROLLMENT = ("course_id", "student_id", "status")
 _PAYMENT = ("user_id", "course_id", "workshop_id", "amount_cents", "currency")
 
 CAPTURES = (
-    Capture("hg_enrollment_created", "enrollments", "INSERT", "enrollment.created", _ENROLLMENT),
+    Capture(
+        "hg_enrollment_created", "enrollments", "INSERT", EventKind.ENROLLMENT_CREATED, _ENROLLMENT
+    ),
     Capture(
         "hg_enrollment_completed_ins",
         "enrollments",
         "INSERT",
-        "enrollment.completed",
+        EventKind.ENROLLMENT_COMPLETED,
         _ENROLLMENT,
         _COMPLETED,
     ),
@@ -66,7 +69,7 @@ CAPTURES = (
         "hg_enrollment_completed_upd",
         "enrollments",
         "UPDATE OF status",
-        "enrollment.completed",
+        EventKind.ENROLLMENT_COMPLETED,
         _ENROLLMENT,
         f"{_COMPLETED} AND OLD.status IS DISTINCT FROM 'completed'",
     ),
@@ -74,31 +77,36 @@ CAPTURES = (
         "hg_workshop_registration_created",
         "workshop_registrations",
         "INSERT",
-        "workshop_registration.created",
+        EventKind.WORKSHOP_REGISTRATION_CREATED,
         ("workshop_id", "user_id"),
     ),
     Capture(
         "hg_review_created",
         "course_reviews",
         "INSERT",
-        "review.created",
+        EventKind.REVIEW_CREATED,
         ("course_id", "student_id", "rating", "comment"),
     ),
     Capture(
         "hg_question_created",
         "course_questions",
         "INSERT",
-        "question.created",
+        EventKind.QUESTION_CREATED,
         ("course_id", "student_id", "body"),
     ),
     Capture(
-        "hg_payment_succeeded_ins", "payments", "INSERT", "payment.succeeded", _PAYMENT, _SUCCEEDED
+        "hg_payment_succeeded_ins",
+        "payments",
+        "INSERT",
+        EventKind.PAYMENT_SUCCEEDED,
+        _PAYMENT,
+        _SUCCEEDED,
     ),
     Capture(
         "hg_payment_succeeded_upd",
         "payments",
         "UPDATE OF status",
-        "payment.succeeded",
+        EventKind.PAYMENT_SUCCEEDED,
         _PAYMENT,
         f"{_SUCCEEDED} AND OLD.status IS DISTINCT FROM 'succeeded'",
     ),
@@ -159,7 +167,7 @@ def _upgrade_postgres() -> None:
         "    FROM jsonb_each(to_jsonb(NEW) - " + skip + ") AS n\n"
         "   WHERE n.value IS DISTINCT FROM to_jsonb(OLD) -> n.key;\n"
         "  INSERT INTO hg_events (kind, entity_id, payload)\n"
-        "  VALUES ('course.updated', NEW.id::text,\n"
+        f"  VALUES ('{EventKind.COURSE_UPDATED}', NEW.id::text,\n"
         "          jsonb_build_object('updated_by', NEW.updated_by, 'changed', changed));\n"
         "  RETURN NULL;\n"
         "END $$"
@@ -234,7 +242,8 @@ def _upgrade_sqlite() -> None:
         f"WHEN NEW.updated_by IS NOT NULL AND ({differs})\n"
         "BEGIN\n"
         "  INSERT INTO hg_events (kind, entity_id, payload)\n"
-        "  VALUES ('course.updated', NEW.id, json_object('updated_by', NEW.updated_by,\n"
+        f"  VALUES ('{EventKind.COURSE_UPDATED}', NEW.id, "
+        "json_object('updated_by', NEW.updated_by,\n"
         f"          'changed', json((SELECT json_group_array(c) FROM ({changed})))));\n"
         "END"
     )

@@ -1,0 +1,53 @@
+"""Ids as people type them: a whole UUID, or a unique prefix of at least 8 characters (as git)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from humanglue_cli.core.errors import BadInput
+from humanglue_cli.core.text import shown
+
+MIN_PREFIX = 8
+_HEX = frozenset("0123456789abcdef-")
+
+
+def is_uuid(text: str) -> bool:
+    """True for any spelling of a UUID that `uuid.UUID` accepts."""
+    try:
+        uuid.UUID(text)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
+def canonical(text: str) -> str:
+    """The lower-case hyphenated form of a UUID (CONTRACT §5)."""
+    return str(uuid.UUID(text))
+
+
+def is_reference(text: str) -> bool:
+    """A whole UUID, or something that can be the start of one (8+ hex digits and hyphens)."""
+    ref = text.strip().lower()
+    if len(ref) == 36:
+        return is_uuid(ref)
+    return MIN_PREFIX <= len(ref) < 36 and all(c in _HEX for c in ref)
+
+
+def references(refs: Sequence[str], what: str = "notification id") -> list[str]:
+    """Normalized id references, checked before any database is touched.
+
+    Raises:
+        BadInput: none given, or one that is no id nor a prefix of one.
+    """
+    checked = []
+    for ref in refs:
+        if not is_reference(ref):
+            raise BadInput(
+                f"not a {what}: {shown(ref)} (give the id or at least its first "
+                f"{MIN_PREFIX} characters)"
+            )
+        checked.append(ref.strip().lower())
+    if not checked:
+        raise BadInput(f"give at least one {what}")
+    return checked

@@ -1,0 +1,144 @@
+"""Running a worker: its heartbeat, the wake-up probe, and the embedded worker's loop.
+
+The embedded worker — the default with no broker — polls the outbox's due index (a probe
+that costs well under a millisecond) every `poll_interval`, and drains everything due when
+there is work. Several may run side by side: claims never overlap (SKIP LOCKED; SQLite's single
+writer). The Celery worker's poller (worker/poller.py) uses the same heartbeat and probe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from humanglue_cli.core import pipeline
+from humanglue_cli.core.backoff import Backoff
+from humanglue_cli.core.db import Fault, classify, reading, wrap_errors
+from humanglue_cli.core.errors import SchemaError, first_line
+from humanglue_cli.core.store import events, workers
+
+log = logging.getLogger("humanglue.worker")
+
+HEARTBEAT_EVERY = 5.0  # seconds; `status` calls a worker dead after three missed beats
+
+
+def default_poll_interval(engine: sa.Engine) -> float:
+    """50 ms on PostgreSQL, 20 ms on SQLite (ENGINEERING.md; bench/wakeup.py measures it)."""
+    return 0.02 if engine.dialect.name == "sqlite" else 0.05
+
+
+def first_due(engine: sa.Engine) -> int | None:
+    """The oldest due event's id, read without blocking writers."""
+    with reading(engine) as conn:
+        return events.first_due(conn)
+
+
+class Heartbeat:
+    """Says in `hg_workers` every HEARTBEAT_EVERY seconds that this worker lives, from a thread
+    of its own, so that a long batch does not look like a dead worker."""
+
+    def __init__(self, engine: sa.Engine, kind: str) -> None:
+        self.engine = engine
+        self.kind = kind
+        self.id = f"{kind}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.processed = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self) -> None:
+        """One beat now; database errors propagate."""
+        with self.engine.begin() as conn:
+            workers.beat(conn, self.id, self.kind, socket.gethostname(), os.getpid(),
+                         self.processed)  # fmt: skip
+
+    def start(self) -> None:
+        """Beat once (errors propagate: the database must be there), then in the background."""
+        self.beat()
+        self._thread = threading.Thread(target=self._run, name="humanglue-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_EVERY):
+            try:
+                self.beat()
+            except Exception as error:  # the worker's own loop reports outages
+                log.debug("heartbeat failed: %s", first_line(error))
+
+    def stop(self) -> None:
+        """Stop beating and record that this worker stopped (best effort)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+        try:
+            with self.engine.begin() as conn:
+                workers.stopped(conn, self.id)
+        except Exception as error:
+            log.debug("could not record the stop: %s", first_line(error))
+
+
+def run(
+    engine: sa.Engine,
+    stop: threading.Event,
+    *,
+    poll_interval: float | None = None,
+    batch_size: int = pipeline.BATCH_SIZE,
+    on_batch: Callable[[pipeline.BatchResult], None] | None = None,
+) -> None:
+    """Process events until `stop` is set; outages are waited out, errors reported and survived.
+
+    Raises:
+        SchemaError: the database has no (or an outdated) HumanGlue schema.
+    """
+    interval = poll_interval if poll_interval is not None else default_poll_interval(engine)
+    heartbeat = Heartbeat(engine, "embedded")
+    backoff = Backoff("database")
+    started = False
+    try:
+        while not stop.is_set():
+            try:
+                with wrap_errors(engine):
+                    if not started:
+                        heartbeat.start()
+                        started = True
+                    due = first_due(engine)
+                    result = (
+                        pipeline.drain(engine, batch_size, should_stop=stop.is_set)
+                        if due is not None
+                        else None
+                    )
+            except SchemaError:
+                raise
+            except Exception as error:
+                stop.wait(_trouble(error, backoff))
+                continue
+            backoff.ok()
+            if result is not None and result.claimed:
+                heartbeat.processed += result.processed
+                if on_batch:
+                    on_batch(result)
+                continue  # more may have arrived meanwhile: probe again at once
+            # Nothing due — or all of it locked by another worker (SKIP LOCKED): wait a tick.
+            stop.wait(interval)
+    finally:
+        if started:
+            heartbeat.stop()
+
+
+def _trouble(error: BaseException, backoff: Backoff) -> float:
+    """What to do about an error of the loop: returns the seconds to wait before going on."""
+    fault = classify(error)
+    if fault is Fault.OUTAGE:
+        return backoff.failed(error)
+    if fault is Fault.LOCKED:  # SQLite busy past its timeout: someone holds the whole database
+        log.warning("database busy (%s); trying again", first_line(error))
+        return 1.0
+    # A bug, or a failure outside any event (the claim itself): say so and go on.
+    log.error("worker error: %s: %s; trying again", type(error).__name__, first_line(error),
+              exc_info=log.isEnabledFor(logging.DEBUG))  # fmt: skip
+    return backoff.failed(error) if backoff.failing else 1.0

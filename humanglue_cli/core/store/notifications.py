@@ -1,0 +1,291 @@
+"""Notifications: a person's inbox, the worker's inserts and fan-out, and retention.
+
+Every read and change of a person's inbox names the acting user's id, so each is one that
+row-level security can check as well (the security issue).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from humanglue_cli.core import db
+from humanglue_cli.core.domain import NOTIFICATION_TYPES, Audience, Draft, Notification
+from humanglue_cli.core.errors import BadInput, NotFound, check_range
+from humanglue_cli.core.ids import references
+from humanglue_cli.core.models import notifications, profiles
+from humanglue_cli.core.text import shown
+
+N = notifications.c
+PAGE_LIMIT = (1, 1000)
+
+
+def _row(row: Any) -> Notification:
+    data = row.data if not isinstance(row.data, str) else json.loads(row.data)
+    return Notification(
+        str(row.id), str(row.user_id), row.type, row.title, row.message,
+        data if isinstance(data, dict) else {}, row.link, row.priority, row.read_at,
+        row.created_at,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What `notifications list/tail/read-all/delete` narrow to."""
+
+    read: bool | None = None  # True: only read; False: only unread
+    types: tuple[str, ...] = ()
+    course_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.types if t not in NOTIFICATION_TYPES]
+        if unknown:
+            raise BadInput(
+                f"unknown notification type {shown(unknown[0])} "
+                f"(one of: {', '.join(NOTIFICATION_TYPES)})"
+            )
+
+    @property
+    def narrows(self) -> bool:
+        """True if any filter is set."""
+        return bool(self.read is not None or self.types or self.course_id or self.since
+                    or self.until)  # fmt: skip
+
+    def where(self, user_id: str) -> list[sa.ColumnElement[bool]]:
+        conds: list[sa.ColumnElement[bool]] = [N.user_id == user_id]
+        if self.read is not None:
+            conds.append(N.read_at.is_not(None) if self.read else N.read_at.is_(None))
+        if self.types:
+            conds.append(N.type.in_(self.types))
+        if self.course_id:
+            conds.append(N.data["course_id"].as_string() == self.course_id)
+        if self.since:
+            conds.append(N.created_at >= self.since)
+        if self.until:
+            conds.append(N.created_at < self.until)
+        return conds
+
+    def fingerprint(self) -> str:
+        key = json.dumps([
+            self.read, sorted(self.types), self.course_id,
+            self.since and self.since.isoformat(), self.until and self.until.isoformat(),
+        ])  # fmt: skip
+        return hashlib.sha256(key.encode()).hexdigest()[:8]
+
+
+# --- cursors: opaque to people, validated on the way back in ---------------------------------
+
+
+def encode_cursor(last: Notification, filters: Filters) -> str:
+    raw = json.dumps(
+        {"t": last.created_at.isoformat(), "i": last.id, "f": filters.fingerprint()},
+        separators=(",", ":"),
+    )
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, filters: Filters) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        data = json.loads(raw)
+        stamp = datetime.fromisoformat(data["t"]).astimezone(UTC)
+        ident = str(data["i"])
+        fingerprint = data["f"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError, OverflowError):
+        raise BadInput(f"not a valid cursor: {shown(cursor, 40)}") from None
+    if fingerprint != filters.fingerprint():
+        raise BadInput("this cursor belongs to a listing with other filters")
+    return stamp, ident
+
+
+@dataclass
+class Page:
+    items: list[Notification] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+def check_limit(limit: int, name: str = "--limit") -> int:
+    return check_range(limit, *PAGE_LIMIT, name)
+
+
+def list_page(
+    conn: sa.Connection, user_id: str, filters: Filters, limit: int, cursor: str | None = None
+) -> Page:
+    """Newest first, keyset-paged on (created_at, id): any depth costs the same."""
+    check_limit(limit)
+    conds = filters.where(user_id)
+    if cursor:
+        stamp, ident = decode_cursor(cursor, filters)
+        conds.append(sa.or_(N.created_at < stamp, sa.and_(N.created_at == stamp, N.id < ident)))
+    query = sa.select(notifications).where(*conds).order_by(N.created_at.desc(), N.id.desc())
+    rows = conn.execute(query.limit(limit + 1)).all()
+    items = [_row(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return Page(items, encode_cursor(items[-1], filters) if more else None)
+
+
+def latest(conn: sa.Connection, user_id: str, filters: Filters, count: int) -> list[Notification]:
+    """The last `count`, oldest first (the start of a tail)."""
+    query = sa.select(notifications).where(*filters.where(user_id))
+    rows = conn.execute(query.order_by(N.created_at.desc(), N.id.desc()).limit(count)).all()
+    return [_row(r) for r in reversed(rows)]
+
+
+def created_since(
+    conn: sa.Connection, user_id: str, filters: Filters, since: datetime
+) -> list[Notification]:
+    """Everything from `since` on, oldest first."""
+    query = sa.select(notifications).where(*filters.where(user_id), N.created_at >= since)
+    return [_row(r) for r in conn.execute(query.order_by(N.created_at, N.id))]
+
+
+def keys_since(
+    conn: sa.Connection, user_id: str, filters: Filters, since: datetime
+) -> list[tuple[str, datetime]]:
+    """(id, created_at) of everything from `since` on: a tail's cheap probe of its look-back."""
+    query = sa.select(N.id, N.created_at).where(*filters.where(user_id), N.created_at >= since)
+    return [(str(r.id), r.created_at) for r in conn.execute(query)]
+
+
+def get_many(conn: sa.Connection, user_id: str, ids: Sequence[str]) -> list[Notification]:
+    """The user's notifications with these full ids, oldest first (unknown ids are skipped)."""
+    found: list[Notification] = []
+    for start in range(0, len(ids), 500):
+        chunk = list(ids[start : start + 500])
+        query = sa.select(notifications).where(N.user_id == user_id, N.id.in_(chunk))
+        found.extend(_row(r) for r in conn.execute(query))
+    return sorted(found, key=lambda n: (n.created_at, n.id))
+
+
+def resolve(conn: sa.Connection, user_id: str, refs: Sequence[str]) -> list[str]:
+    """Full ids for ids or unique prefixes (≥ 8 characters) of the user's notifications.
+
+    All or nothing: BadInput for a malformed or ambiguous one (candidates named), NotFound for
+    one that is unknown or someone else's — the two are indistinguishable.
+    """
+    resolved: list[str] = []
+    for ref in references(refs):
+        whole = len(ref) == 36
+        cond = N.id == ref if whole else sa.cast(N.id, sa.String).like(ref + "%")
+        query = sa.select(N.id).where(N.user_id == user_id, cond).order_by(N.id).limit(6)
+        found = conn.execute(query).scalars().all()
+        if not found:
+            raise NotFound(f"no notification {ref}")
+        if len(found) > 1:
+            listed = ", ".join(str(f) for f in found[:5])
+            raise BadInput(
+                f"id prefix {ref} is ambiguous: {listed}{' …' if len(found) > 5 else ''}"
+            )
+        resolved.append(str(found[0]))
+    return list(dict.fromkeys(resolved))
+
+
+def get(conn: sa.Connection, user_id: str, ref: str) -> Notification:
+    (full,) = resolve(conn, user_id, [ref])
+    return _row(conn.execute(sa.select(notifications).where(N.id == full)).one())
+
+
+def mark(conn: sa.Connection, user_id: str, ids: Sequence[str], read: bool) -> int:
+    """Mark read (or unread); returns how many changed state."""
+    stmt = sa.update(notifications).where(N.user_id == user_id, N.id.in_(list(ids)))
+    if read:
+        stmt = stmt.where(N.read_at.is_(None)).values(read_at=db.now(conn))
+    else:
+        stmt = stmt.where(N.read_at.is_not(None)).values(read_at=None)
+    return conn.execute(stmt).rowcount
+
+
+def mark_all_read(conn: sa.Connection, user_id: str, filters: Filters) -> int:
+    """Mark read what the filters select and this statement sees: a notification committed
+    while it runs stays unread (GitHub's last_read_at)."""
+    unread = Filters(False, filters.types, filters.course_id, filters.since, filters.until)
+    stmt = sa.update(notifications).where(*unread.where(user_id))
+    return conn.execute(stmt.values(read_at=db.now(conn))).rowcount
+
+
+def delete(conn: sa.Connection, user_id: str, ids: Sequence[str]) -> int:
+    stmt = sa.delete(notifications).where(N.user_id == user_id, N.id.in_(list(ids)))
+    return conn.execute(stmt).rowcount
+
+
+def count_matching(conn: sa.Connection, user_id: str, filters: Filters) -> int:
+    query = sa.select(sa.func.count()).select_from(notifications).where(*filters.where(user_id))
+    return int(conn.execute(query).scalar_one())
+
+
+def delete_matching(conn: sa.Connection, user_id: str, filters: Filters) -> int:
+    """Delete every notification of the user that the filters select."""
+    return conn.execute(sa.delete(notifications).where(*filters.where(user_id))).rowcount
+
+
+def count_unread(conn: sa.Connection, user_id: str) -> dict[str, int]:
+    query = (
+        sa.select(N.type, sa.func.count())
+        .where(N.user_id == user_id, N.read_at.is_(None))
+        .group_by(N.type)
+        .order_by(N.type)
+    )
+    return {r[0]: int(r[1]) for r in conn.execute(query)}
+
+
+# --- the worker's side ---------------------------------------------------------------------------
+
+
+def insert(conn: sa.Connection, drafts: Sequence[Draft], now: datetime) -> int:
+    """Create one notification per draft. Distinct, increasing `created_at` within a batch keep
+    "newest first" stable."""
+    if not drafts:
+        return 0
+    rows = [
+        {
+            "user_id": d.user_id,
+            "type": d.type,
+            "title": d.title,
+            "message": d.message,
+            "data": d.data,
+            "link": d.link,
+            "priority": d.priority,
+            "created_at": now + timedelta(microseconds=i),
+        }  # fmt: skip
+        for i, d in enumerate(drafts)
+    ]
+    conn.execute(sa.insert(notifications), rows)
+    return len(rows)
+
+
+def fan_out(conn: sa.Connection, audience: Audience, draft: Draft, now: datetime) -> int:
+    """One INSERT … SELECT for any number of recipients (never a loop in Python)."""
+    who = sa.select(profiles.c.id)
+    if audience.user_ids:
+        who = who.where(profiles.c.id.in_(list(audience.user_ids)))
+    elif audience.role:
+        who = who.where(profiles.c.role == audience.role)
+    elif not audience.everyone:
+        return 0
+    values = who.add_columns(
+        sa.literal(draft.type), sa.literal(draft.title), sa.literal(draft.message),
+        sa.literal(draft.data, notifications.c.data.type), sa.literal(draft.link, sa.Text),
+        sa.literal(draft.priority), sa.literal(now, notifications.c.created_at.type),
+    )  # fmt: skip
+    cols = ["user_id", "type", "title", "message", "data", "link", "priority", "created_at"]
+    stmt = sa.insert(notifications).from_select(cols, values)
+    return conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
+
+
+def expire(conn: sa.Connection, before: datetime, dry_run: bool = False) -> int:
+    """Delete (or count) notifications created before `before` (the retention)."""
+    old = N.created_at < before
+    if dry_run:
+        query = sa.select(sa.func.count()).select_from(notifications).where(old)
+        return int(conn.execute(query).scalar_one())
+    return conn.execute(sa.delete(notifications).where(old)).rowcount

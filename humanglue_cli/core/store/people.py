@@ -1,0 +1,162 @@
+"""The platform's people, courses and workshops: what events and commands name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from humanglue_cli.core.domain import Context, Course, Needs, Person, Workshop
+from humanglue_cli.core.errors import BadInput, NotFound
+from humanglue_cli.core.ids import canonical, is_reference, is_uuid
+from humanglue_cli.core.models import course_instructors, courses, profiles, workshops
+from humanglue_cli.core.text import shown
+
+P = profiles.c
+
+
+def _person(row: Any) -> Person:
+    return Person(str(row.id), row.full_name or row.email, row.role)
+
+
+def _by_email(conn: sa.Connection, emails: Sequence[str]) -> dict[str, Person]:
+    """Each email's profile: the exact match, else the one that matches ignoring case.
+
+    Raises:
+        NotFound: an email of no one.
+        BadInput: an email that matches several profiles once case is ignored (named).
+    """
+    wanted = list(dict.fromkeys(e.strip() for e in emails))
+    lowered = {e.lower() for e in wanted}
+    rows = conn.execute(sa.select(profiles).where(sa.func.lower(P.email).in_(lowered))).all()
+    found: dict[str, Person] = {}
+    for email in wanted:
+        exact = [r for r in rows if r.email == email]
+        candidates = exact or [r for r in rows if r.email.lower() == email.lower()]
+        if not candidates:
+            raise NotFound(f"no such user: {shown(email)}")
+        if len(candidates) > 1:
+            names = " and ".join(shown(r.email) for r in candidates[:3])
+            raise BadInput(f"{shown(email)} matches {names} but for case: give one exactly")
+        found[email] = _person(candidates[0])
+    return found
+
+
+def find_person(conn: sa.Connection, ref: str) -> Person:
+    """A profile by email (see `_by_email`) or id.
+
+    Raises:
+        NotFound: no such profile (exit 3).
+        BadInput: neither an email nor an id, or an email ambiguous but for case.
+    """
+    ref = ref.strip()
+    if "@" in ref:
+        return _by_email(conn, [ref])[ref]
+    if not is_uuid(ref):
+        raise BadInput(f"not an email or a user id: {shown(ref)}")
+    row = conn.execute(sa.select(profiles).where(P.id == canonical(ref))).first()
+    if row is None:
+        raise NotFound(f"no such user: {ref}")
+    return _person(row)
+
+
+def find_people(conn: sa.Connection, emails: Iterable[str]) -> list[Person]:
+    """Profiles for emails, all or nothing (NotFound names the first unknown one)."""
+    wanted = list(emails)
+    found = _by_email(conn, wanted)
+    return list({p.id: p for p in (found[e.strip()] for e in wanted)}.values())
+
+
+def find_course(conn: sa.Connection, ref: str) -> tuple[str, str]:
+    """(id, title) of a course given as people see it: an id, a unique id prefix (8+
+    characters), or its exact title.
+
+    Raises:
+        BadInput: empty, or ambiguous (the candidates named).
+        NotFound: no such course.
+    """
+    text = ref.strip()
+    if not text:
+        raise BadInput("--course: give a course id (8+ characters of it) or its exact title")
+    matches: Sequence[Any] = []
+    if is_reference(text):
+        key = text.lower()
+        cond = (
+            courses.c.id == canonical(key)
+            if len(key) == 36
+            else sa.cast(courses.c.id, sa.String).like(key + "%")
+        )
+        matches = conn.execute(sa.select(courses.c.id, courses.c.title).where(cond).limit(4)).all()
+    if not matches:
+        query = sa.select(courses.c.id, courses.c.title).where(courses.c.title == text).limit(4)
+        matches = conn.execute(query).all()
+    if not matches:
+        raise NotFound(f"no course {shown(text)}")
+    if len(matches) > 1:
+        listed = ", ".join(f"{str(m.id)[:8]} {shown(m.title, 40)}" for m in matches[:3])
+        raise BadInput(f"--course {shown(text)} is ambiguous: {listed}; give the id")
+    return str(matches[0].id), matches[0].title
+
+
+def course_titles(conn: sa.Connection, course_ids: Iterable[str]) -> dict[str, str]:
+    """Titles of courses by id (unknown ids, and ids that are no UUID, are left out)."""
+    ids = sorted({canonical(i) for i in course_ids if is_uuid(i)})
+    if not ids:
+        return {}
+    query = sa.select(courses.c.id, courses.c.title).where(courses.c.id.in_(ids))
+    return {str(r.id): r.title for r in conn.execute(query)}
+
+
+def load_context(conn: sa.Connection, needs: Needs) -> Context:
+    """Everything a batch of events names, in four queries whatever the batch size."""
+    ctx = Context()
+    if needs.workshops:
+        query = sa.select(workshops.c.id, workshops.c.title, workshops.c.instructor_id)
+        for w in conn.execute(query.where(workshops.c.id.in_(sorted(needs.workshops)))):
+            ctx.workshops[str(w.id)] = Workshop(str(w.id), w.title, str(w.instructor_id))
+    if needs.courses:
+        ids = sorted(needs.courses)
+        co: dict[str, list[str]] = {}
+        links = (
+            sa.select(course_instructors)
+            .where(course_instructors.c.course_id.in_(ids))
+            .order_by(course_instructors.c.user_id)
+        )
+        for link in conn.execute(links):
+            co.setdefault(str(link.course_id), []).append(str(link.user_id))
+        query = sa.select(courses.c.id, courses.c.title, courses.c.instructor_id)
+        for c in conn.execute(query.where(courses.c.id.in_(ids))):
+            owner = str(c.instructor_id)
+            others = [u for u in co.get(str(c.id), []) if u != owner]
+            ctx.courses[str(c.id)] = Course(str(c.id), c.title, (owner, *others))
+    if needs.people:
+        for p in conn.execute(sa.select(profiles).where(P.id.in_(sorted(needs.people)))):
+            ctx.people[str(p.id)] = _person(p)
+    return ctx
+
+
+def lock_recipients(conn: sa.Connection, user_ids: Iterable[str]) -> set[str]:
+    """Hold the recipients' profiles against change until commit; return those someone else
+    holds (a `SELECT … FOR UPDATE`, an email change) — their notifications must wait.
+
+    Inserting a notification takes this same key-share lock for its foreign key; taking it
+    first, without waiting (SKIP LOCKED), means the insert never queues behind the platform.
+    Ids of no profile are not "held": their insert fails, and so does their event. SQLite has
+    one writer at a time, so nothing can be held there.
+    """
+    wanted = sorted(set(user_ids))
+    if not wanted or conn.dialect.name != "postgresql":
+        return set()
+    query = sa.select(P.id).where(P.id.in_(wanted)).order_by(P.id)
+    got = {
+        str(i)
+        for i in conn.execute(
+            query.with_for_update(read=True, key_share=True, skip_locked=True)
+        ).scalars()
+    }
+    missing = [u for u in wanted if u not in got]
+    if not missing:
+        return set()
+    exist = {str(i) for i in conn.execute(sa.select(P.id).where(P.id.in_(missing))).scalars()}
+    return exist
