@@ -12,6 +12,7 @@ and `celery -A worker …` started by hand reads the environment and the config 
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 
 from celery import Celery
@@ -46,12 +47,21 @@ def _beat_schedule_file() -> str:
     return str(folder / "celerybeat-schedule")
 
 
+def _tls_options(url: str | None) -> dict[str, object] | None:
+    if not url or not url.startswith("rediss://") or "ssl_cert_reqs" in url:
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
 app = Celery(
     "humanglue",
     broker=settings.broker_url or "redis://127.0.0.1:6379/0",
     include=["worker.tasks"],
 )
 app.conf.update(
+    # TLS (rediss://) verifies the server's certificate unless the URL says otherwise
+    # (`?ssl_cert_reqs=none`): kombu's default is not to.
+    broker_use_ssl=_tls_options(settings.broker_url),
     task_serializer="json",
     accept_content=["json"],
     result_serializer="json",
@@ -70,7 +80,7 @@ app.conf.update(
     broker_transport_options={
         "visibility_timeout": 300,
         "socket_connect_timeout": 2,
-        "socket_timeout": 10,
+        "socket_timeout": 5,
         "max_retries": 0,
     },
     broker_connection_retry_on_startup=True,

@@ -49,6 +49,7 @@ def worker(
         _burst(rt.engine, batch_size, json_out)
     elif settings.broker_url:
         settings.database_url  # noqa: B018 - a bad one is exit 2 here, not in Celery
+        _say_if_unreachable(settings.broker_url)
         _exec_celery(rt, ["worker", "--pool", "threads", "--concurrency", str(concurrency),
                           "--loglevel", "INFO", "-Q", "humanglue",
                           # A node name per process: workers on one host must not share one.
@@ -70,6 +71,18 @@ def beat(ctx: typer.Context) -> None:
         raise BadInput("beat schedules on a broker: set --broker-url or HUMANGLUE_BROKER_URL")
     rt.settings.database_url  # noqa: B018
     _exec_celery(rt, ["beat", "--loglevel", "INFO"])
+
+
+def _say_if_unreachable(broker_url: str) -> None:
+    """A broker that does not answer is said at once, with the reason (Celery's own retries
+    say only "trying again"); the worker starts anyway: it processes the outbox itself until
+    the broker answers."""
+    from humanglue_cli.commands.status import broker_check
+
+    check = broker_check(broker_url)
+    if check.state == "fail":
+        status(f"{check.message}; starting anyway: the worker processes the outbox itself "
+               "until the broker answers")  # fmt: skip
 
 
 def _burst(engine: sa.Engine, batch_size: int, json_out: bool) -> None:
