@@ -29,7 +29,9 @@ from humanglue_cli.core.db import create_engine, dispose_engines
 ADMIN_URL = os.environ.get(
     "HGBENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-CLI = shutil.which("humanglue") or str(Path(sys.executable).parent / "humanglue")
+# The CLI of this interpreter's environment first: never another checkout's on the PATH.
+_OWN_CLI = Path(sys.executable).parent / "humanglue"
+CLI = str(_OWN_CLI) if _OWN_CLI.exists() else shutil.which("humanglue") or str(_OWN_CLI)
 INSTRUCTOR, STUDENT, COURSE = 1, 2, 3
 
 
@@ -69,7 +71,8 @@ def libpq(url: str) -> str:
 
 
 def migrated(url: str) -> sa.Engine:
-    engine = create_engine(url)
+    """An engine on `url` with the schema upgraded (a SQLite file is created)."""
+    engine = create_engine(url, create=True)
     migrate.upgrade(engine)
     return engine
 

@@ -1,10 +1,11 @@
 """What the workers' wake-up poll costs: the `first_due` probe, and its effect on the platform.
 
-1. Time per probe as the embedded worker makes it (`embedded.first_due`: pool checkout with
-   pre-ping, BEGIN, the query, COMMIT), with the CPU it costs the worker and the server, and
-   the query alone (`outbox.first_due` on an open connection); on an empty outbox and on one
-   holding 100k failed events — on PostgreSQL before and after ANALYZE and VACUUM (this
-   server runs with autovacuum off) — and on SQLite.
+1. Time per probe as the embedded worker makes it (`runner.first_due`: pool checkout with
+   pre-ping, BEGIN — a reader's on SQLite —, the query, COMMIT), with the CPU it costs the
+   worker and the server, and the query alone (`events.first_due` on an open connection); on
+   an empty outbox and on one holding 100k failed events — on PostgreSQL before and after
+   ANALYZE and VACUUM (this server runs with autovacuum off) — and on SQLite. Due-ness is the
+   database's clock (`db.now`), as in the worker.
 2. pgbench tps of plain-SQL enrollments (our triggers on) with and without a poller thread
    probing every 50 ms, alternating round by round; ratios are the median of each round's.
 
@@ -34,8 +35,8 @@ from _common import (
     temp_database,
 )
 
-from humanglue_cli.core import embedded, outbox
-from humanglue_cli.core.models import events, utcnow
+from humanglue_cli.core import db, models, runner
+from humanglue_cli.core.store import events
 
 FAILED_PG = (
     "INSERT INTO hg_events (kind, entity_id, payload, status, attempts, last_error, "
@@ -64,10 +65,10 @@ def timed(call: Callable[[], object], n: int) -> list[float]:
 
 
 def plan(engine: sa.Engine) -> str:
-    query = sa.select(events.c.id).where(
-        events.c.status == "pending", events.c.available_at <= utcnow()
-    )
-    return plan_shape(engine, query.order_by(events.c.id).limit(1))
+    outbox = models.events.c
+    with engine.connect() as conn:  # due by the database's clock, as the probe's
+        due = sa.and_(outbox.status == "pending", outbox.available_at <= db.now(conn))
+    return plan_shape(engine, sa.select(outbox.id).where(due).order_by(outbox.id).limit(1))
 
 
 PLANS: list[str] = []
@@ -91,10 +92,10 @@ def server_cpu(engine: sa.Engine) -> Callable[[], float]:
 def probe_rows(engine: sa.Engine, label: str, n: int) -> list[list[object]]:
     server = server_cpu(engine)
     cpu, srv = time.process_time(), server()
-    full = timed(lambda: embedded.first_due(engine), n)
+    full = timed(lambda: runner.first_due(engine), n)
     cpu, srv = (time.process_time() - cpu) / n * 1e6, (server() - srv) / n * 1e6
     with engine.connect() as conn:
-        alone = timed(lambda: outbox.first_due(conn), n)
+        alone = timed(lambda: events.first_due(conn), n)
         conn.rollback()
     backend = engine.dialect.name
     PLANS.append(f"  {backend}, {label}: {plan(engine)}")
@@ -162,7 +163,7 @@ def poller_effect(args: argparse.Namespace) -> list[list[object]]:
 
                 def poll(stop: threading.Event = stop) -> None:
                     while not stop.is_set():
-                        probes.extend(timed(lambda: embedded.first_due(engine), 1))
+                        probes.extend(timed(lambda: runner.first_due(engine), 1))
                         stop.wait(0.05)
 
                 thread = threading.Thread(target=poll, daemon=True)
