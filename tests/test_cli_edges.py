@@ -41,8 +41,14 @@ def in_terminal(site: Site, *args: str, user: str = "ada", columns: int = 160) -
     main, secondary = pty.openpty()
     env = site.env(email(user), COLUMNS=str(columns), TERM="xterm-256color")
     env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([CLI, *args], env=env, stdin=subprocess.DEVNULL, stdout=secondary,
-                            stderr=secondary, close_fds=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [CLI, *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=secondary,
+        stderr=secondary,
+        close_fds=True,
+    )
     os.close(secondary)
     out = b""
     deadline = time.monotonic() + 60
@@ -67,23 +73,34 @@ def in_terminal(site: Site, *args: str, user: str = "ada", columns: int = 160) -
 # --- pipes and closed streams ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args", [["list", "-n", "1000"], ["count"], ["show", "FIRST"],
-                                  ["tail", "--no-follow", "-n", "50"]])  # fmt: skip
+@pytest.mark.parametrize(
+    "args",
+    [["list", "-n", "1000"], ["count"], ["show", "FIRST"], ["tail", "--no-follow", "-n", "50"]],
+)
 def test_a_closed_pipe_ends_quietly(site: Site, args: list[str]) -> None:
     ids = notify(site, 40)
     args = [ids[0] if a == "FIRST" else a for a in args]
     # Into a pipe whose reader has already gone: the first write fails with EPIPE
     read_end, write_end = os.pipe()
     os.close(read_end)
-    proc = subprocess.run([CLI, "notifications", *args], env=site.env(email("ada")),
-                          stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [CLI, "notifications", *args],
+        env=site.env(email("ada")),
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
     os.close(write_end)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     # As a shell runs it, pipefail on
     shell = subprocess.run(
         ["bash", "-o", "pipefail", "-c", f"{CLI} notifications {' '.join(args)} | head -n 1"],
-        env=site.env(email("ada")), capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=site.env(email("ada")),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shell.returncode == 0 and shell.stderr == "", shell.stderr
     assert len(shell.stdout.splitlines()) == 1
 
@@ -91,8 +108,13 @@ def test_a_closed_pipe_ends_quietly(site: Site, args: list[str]) -> None:
 def test_a_closed_stdout_ends_quietly(site: Site) -> None:
     notify(site, 2)
     for args in ("notifications list", "notifications count", "--help"):
-        proc = subprocess.run(["bash", "-c", f"{CLI} {args} >&-"], env=site.env(email("ada")),
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        proc = subprocess.run(
+            ["bash", "-c", f"{CLI} {args} >&-"],
+            env=site.env(email("ada")),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0 and proc.stderr == "", (args, proc.stderr)
 
 
@@ -107,17 +129,28 @@ def test_a_naive_time_copied_from_the_screen_selects_the_right_rows(site: Site) 
         site.sql(
             "INSERT INTO notifications (id, user_id, type, title, message, created_at) "
             "VALUES (:i, :u, 'review', 't', 'm', :c)",
-            i=ident, u=site.people["ada"], c=stamp + ("+00" if site.backend == "postgres" else ""),
-        )  # fmt: skip
+            i=ident,
+            u=site.people["ada"],
+            c=stamp + ("+00" if site.backend == "postgres" else ""),
+        )
         at[stamp] = ident
-    shown = site.hg("--tz", "Asia/Tokyo", "notifications", "show", at["2026-11-24 12:01:00"],
-                    user=email("ada")).stdout  # fmt: skip
+    shown = site.hg(
+        "--tz", "Asia/Tokyo", "notifications", "show", at["2026-11-24 12:01:00"], user=email("ada")
+    ).stdout
     assert "2026-11-24 21:01:00 JST" in shown
     # When they copy "2026-11-24 21:00" (no offset) with their zone set
     for how in (["--tz", "Asia/Tokyo"], []):
         env = {} if how else {"HUMANGLUE_TZ": "Asia/Tokyo"}
-        out = site.hg(*how, "notifications", "list", "--since", "2026-11-24 21:00", "--json",
-                      user=email("ada"), **env).stdout  # fmt: skip
+        out = site.hg(
+            *how,
+            "notifications",
+            "list",
+            "--since",
+            "2026-11-24 21:00",
+            "--json",
+            user=email("ada"),
+            **env,
+        ).stdout
         # Then exactly the later one is selected
         assert [n["id"] for n in json.loads(out)["items"]] == [at["2026-11-24 12:01:00"]]
     help_text = site.hg("notifications", "list", "--help").stdout
@@ -134,8 +167,11 @@ def test_a_name_full_of_escape_sequences_reaches_a_terminal_inert(site: Site) ->
     site.enroll("eve")
     pipeline.drain(site.engine)
     (ident,) = [n for n in notify(site, 0)]
-    for args in (["notifications", "list"], ["notifications", "show", ident],
-                 ["notifications", "tail", "--no-follow"]):  # fmt: skip
+    for args in (
+        ["notifications", "list"],
+        ["notifications", "show", ident],
+        ["notifications", "tail", "--no-follow"],
+    ):
         # When ada looks at it on a terminal, and through a pipe
         raw = in_terminal(site, *args)
         piped = site.hg(*args, user=email("ada")).stdout.encode()
@@ -182,7 +218,7 @@ def test_a_name_full_of_escape_sequences_reaches_a_terminal_inert(site: Site) ->
                 "javascript:alert(1)",
             ],
             {},
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_absurd_input_is_exit_2_in_one_short_line(
@@ -200,16 +236,26 @@ def test_an_invalid_retention_breaks_only_the_command_that_uses_it(site: Site) -
 
 
 def test_an_unresolvable_host_is_exit_5_naming_host_and_database(site: Site) -> None:
-    proc = site.hg("notifications", "count", user=email("ada"), check=False,
-                   HUMANGLUE_DATABASE_URL="postgresql://postgres@no-such-host.invalid/platform")  # fmt: skip
+    proc = site.hg(
+        "notifications",
+        "count",
+        user=email("ada"),
+        check=False,
+        HUMANGLUE_DATABASE_URL="postgresql://postgres@no-such-host.invalid/platform",
+    )
     line = one_error_line(proc, 5)
     assert "no-such-host.invalid" in line and "platform" in line
 
 
 def test_a_read_never_creates_a_database(site: Site) -> None:
     path = site.home / "typo" / "hg.db"
-    proc = site.hg("notifications", "count", user=email("ada"), check=False,
-                   HUMANGLUE_DATABASE_URL=f"sqlite:///{path}")  # fmt: skip
+    proc = site.hg(
+        "notifications",
+        "count",
+        user=email("ada"),
+        check=False,
+        HUMANGLUE_DATABASE_URL=f"sqlite:///{path}",
+    )
     assert "no database at" in one_error_line(proc, 1)
     assert not path.exists() and not path.parent.exists()
 
@@ -226,8 +272,12 @@ def test_user_email_matches_exactly_or_case_insensitively_only_when_unique(site:
     # The exact email is that person, not the other
     ids = {upper: "Mixed@example.edu", lower: "mixed@example.edu"}
     for pid, address in ids.items():
-        site.sql("INSERT INTO notifications (user_id, type, title, message) "
-                 "VALUES (:u, 'review', :t, 'm')", u=pid, t=address)  # fmt: skip
+        site.sql(
+            "INSERT INTO notifications (user_id, type, title, message) "
+            "VALUES (:u, 'review', :t, 'm')",
+            u=pid,
+            t=address,
+        )
         out = json.loads(site.hg("notifications", "list", "--json", user=address).stdout)
         assert [n["title"] for n in out["items"]] == [address]
     # A spelling that matches both but for case names both, exit 2
@@ -253,13 +303,22 @@ def test_course_by_id_prefix_or_exact_title(site: Site) -> None:
     assert titles("--course", course.upper()) == [course, course]
     assert titles("--course", "Deep Listening") == [course, course]
     assert titles("--course", "Pottery") == []  # a course, not one of ada's notifications
-    one_error_line(site.hg("notifications", "list", "--course", "", user=email("ada"),
-                           check=False), 2)  # fmt: skip
-    one_error_line(site.hg("notifications", "list", "--course", "Underwater Basket",
-                           user=email("ada"), check=False), 3)  # fmt: skip
+    one_error_line(
+        site.hg("notifications", "list", "--course", "", user=email("ada"), check=False), 2
+    )
+    one_error_line(
+        site.hg(
+            "notifications", "list", "--course", "Underwater Basket", user=email("ada"), check=False
+        ),
+        3,
+    )
     site.course("cy", "Deep Listening")  # a second course of that title
-    line = one_error_line(site.hg("notifications", "list", "--course", "Deep Listening",
-                                  user=email("ada"), check=False), 2)  # fmt: skip
+    line = one_error_line(
+        site.hg(
+            "notifications", "list", "--course", "Deep Listening", user=email("ada"), check=False
+        ),
+        2,
+    )
     assert "ambiguous" in line and course[:8] in line
 
 
@@ -273,13 +332,30 @@ def test_list_and_show_show_the_course(site: Site) -> None:
 
 @pytest.mark.parametrize(
     ("link", "code"),
-    [("javascript:alert(1)", 2), ("file:///etc/passwd", 2), ("//evil.example", 2),
-     ("data:text/html,x", 2), ("https://example.edu/x", 0), ("http://example.edu", 0),
-     ("/courses/42", 0)],
-)  # fmt: skip
+    [
+        ("javascript:alert(1)", 2),
+        ("file:///etc/passwd", 2),
+        ("//evil.example", 2),
+        ("data:text/html,x", 2),
+        ("https://example.edu/x", 0),
+        ("http://example.edu", 0),
+        ("/courses/42", 0),
+    ],
+)
 def test_send_link_takes_only_http_urls_and_paths(site: Site, link: str, code: int) -> None:
-    proc = site.hg("notifications", "send", "--all", "--title", "T", "--message", "M",
-                   "--link", link, user=email("root"), check=False)  # fmt: skip
+    proc = site.hg(
+        "notifications",
+        "send",
+        "--all",
+        "--title",
+        "T",
+        "--message",
+        "M",
+        "--link",
+        link,
+        user=email("root"),
+        check=False,
+    )
     assert proc.returncode == code, proc.stderr
     queued = site.sql("SELECT count(*) FROM hg_events WHERE kind = 'announcement.sent'")[0][0]
     assert queued == (1 if code == 0 else 0)

@@ -133,10 +133,12 @@ def test_read_all_leaves_unread_what_commits_while_it_runs(pg_site: Site) -> Non
     enrollments(site, 2)
     with site.engine.connect() as platform:
         late = platform.execute(  # a notification whose transaction commits after read-all's
-            sa.text("INSERT INTO notifications (user_id, type, title, message) "
-                    "VALUES (:u, 'review', 't', 'm') RETURNING id"),
+            sa.text(
+                "INSERT INTO notifications (user_id, type, title, message) "
+                "VALUES (:u, 'review', 't', 'm') RETURNING id"
+            ),
             {"u": site.people["ada"]},
-        ).scalar_one()  # fmt: skip
+        ).scalar_one()
         with site.engine.begin() as conn:
             marked = inbox.mark_all_read(conn, site.people["ada"], inbox.Filters())
         platform.commit()

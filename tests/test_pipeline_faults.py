@@ -66,8 +66,11 @@ def review(site: Site, rating: int = 4) -> str:
     rid = new_id()
     site.sql(
         "INSERT INTO course_reviews (id, course_id, student_id, rating) VALUES (:i, :c, :s, :r)",
-        i=rid, c=site.people["course"], s=site.people["sam"], r=rating,
-    )  # fmt: skip
+        i=rid,
+        c=site.people["course"],
+        s=site.people["sam"],
+        r=rating,
+    )
     return rid
 
 
@@ -109,9 +112,18 @@ def test_an_announcement_that_times_out_does_not_hold_up_an_enrollment(pg_site: 
         "CREATE TRIGGER slow BEFORE INSERT ON notifications FOR EACH ROW EXECUTE FUNCTION slow()"
     )
     with site.engine.begin() as conn:
-        poison = events.enqueue(conn, "announcement.sent", site.people["root"],
-                                {"title": "Poison", "message": "m", "to": [site.people["ada"]],
-                                 "role": None, "all": False})  # fmt: skip
+        poison = events.enqueue(
+            conn,
+            "announcement.sent",
+            site.people["root"],
+            {
+                "title": "Poison",
+                "message": "m",
+                "to": [site.people["ada"]],
+                "role": None,
+                "all": False,
+            },
+        )
     site.enroll()
     # When the worker drains
     started = time.monotonic()
@@ -210,8 +222,12 @@ def test_an_email_change_in_flight_does_not_stall_an_announcement_to_others(
         )
         with site.engine.begin() as conn:
             root = site.people["root"]
-            events.enqueue(conn, "announcement.sent", root,
-                           {"title": "T", "message": "M", "to": [], "role": None, "all": True})  # fmt: skip
+            events.enqueue(
+                conn,
+                "announcement.sent",
+                root,
+                {"title": "T", "message": "M", "to": [], "role": None, "all": True},
+            )
         site.enroll()
         # When the worker drains
         started = time.monotonic()
@@ -281,8 +297,11 @@ def test_ledger_keys_go_in_sorted(site: Site) -> None:
     sa.event.listen(site.engine, "before_cursor_execute", seen)
     try:
         with site.engine.begin() as conn:
-            assert ledger.record(conn, keys) == {("enrollment", "0001"), ("enrollment", "0002"),
-                                                 ("enrollment", "0003")}  # fmt: skip
+            assert ledger.record(conn, keys) == {
+                ("enrollment", "0001"),
+                ("enrollment", "0002"),
+                ("enrollment", "0003"),
+            }
     finally:
         sa.event.remove(site.engine, "before_cursor_execute", seen)
     sent = "".join(statements)
@@ -294,8 +313,11 @@ def test_the_ledger_is_bounded_without_repeating_a_living_entity(site: Site) -> 
     kept, gone = site.enroll(), site.enroll()
     for eid in (kept, gone):
         site.sql("UPDATE enrollments SET status = 'completed' WHERE id = :i", i=eid)
-    site.sql("UPDATE courses SET title = 'II', updated_by = :u WHERE id = :c",
-             u=site.people["bob"], c=site.people["course"])  # fmt: skip
+    site.sql(
+        "UPDATE courses SET title = 'II', updated_by = :u WHERE id = :c",
+        u=site.people["bob"],
+        c=site.people["course"],
+    )
     pipeline.drain(site.engine)
     site.sql("DELETE FROM enrollments WHERE id = :i", i=gone)
     before = site.sql("SELECT count(*) FROM hg_ledger")[0][0]
@@ -327,8 +349,10 @@ def test_a_platform_lock_held_20s_delays_nobody_else(pg_site: Site) -> None:
 
         def platform() -> None:
             with site.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1 FROM profiles WHERE id = :i FOR UPDATE"),
-                             {"i": site.people["cy"]})  # fmt: skip
+                conn.execute(
+                    sa.text("SELECT 1 FROM profiles WHERE id = :i FOR UPDATE"),
+                    {"i": site.people["cy"]},
+                )
                 locked.set()
                 hold.wait(20)
                 conn.rollback()
@@ -344,8 +368,9 @@ def test_a_platform_lock_held_20s_delays_nobody_else(pg_site: Site) -> None:
             before = site.count("type = 'enrollment'")
             site.enroll()
             start = time.monotonic()
-            wait_until(lambda b=before: site.count("type = 'enrollment'") >= b + 2, timeout=5,
-                       every=0.005)  # fmt: skip
+            wait_until(
+                lambda b=before: site.count("type = 'enrollment'") >= b + 2, timeout=5, every=0.005
+            )
             slowest = max(slowest, time.monotonic() - start)
             n += 1
             time.sleep(0.5)

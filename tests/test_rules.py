@@ -79,26 +79,41 @@ def event(kind: str, payload: Any, entity_id: str = ENTITY, event_id: int = EVEN
 PAYLOADS: dict[str, dict[str, Any]] = {
     EventKind.ENROLLMENT_CREATED: {"course_id": COURSE, "student_id": STUDENT, "status": "active"},
     EventKind.ENROLLMENT_COMPLETED: {
-        "course_id": COURSE, "student_id": STUDENT, "status": "completed",
+        "course_id": COURSE,
+        "student_id": STUDENT,
+        "status": "completed",
     },
     EventKind.WORKSHOP_REGISTRATION_CREATED: {"workshop_id": WORKSHOP, "user_id": STUDENT},
     EventKind.REVIEW_CREATED: {
-        "course_id": COURSE, "student_id": STUDENT, "rating": 4, "comment": "Clear and deep.",
+        "course_id": COURSE,
+        "student_id": STUDENT,
+        "rating": 4,
+        "comment": "Clear and deep.",
     },
     EventKind.QUESTION_CREATED: {
-        "course_id": COURSE, "student_id": STUDENT, "body": "Is there a  recording?",
+        "course_id": COURSE,
+        "student_id": STUDENT,
+        "body": "Is there a  recording?",
     },
     EventKind.PAYMENT_SUCCEEDED: {
-        "user_id": STUDENT, "course_id": COURSE, "workshop_id": None, "amount_cents": 4900,
+        "user_id": STUDENT,
+        "course_id": COURSE,
+        "workshop_id": None,
+        "amount_cents": 4900,
         "currency": "EUR",
     },
     EventKind.COURSE_UPDATED: {"updated_by": CO_1, "changed": ["title", "price_cents"]},
     EventKind.ANNOUNCEMENT_SENT: {
-        "title": "Maintenance tonight", "message": "Back at 02:00 UTC.", "link": "/status",
-        "priority": "high", "to": [STUDENT, OWNER], "role": None, "all": False,
+        "title": "Maintenance tonight",
+        "message": "Back at 02:00 UTC.",
+        "link": "/status",
+        "priority": "high",
+        "to": [STUDENT, OWNER],
+        "role": None,
+        "all": False,
         "sender_id": ADMIN,
     },
-}  # fmt: skip
+}
 # The payload keys without which a handler cannot work.
 REQUIRED = {
     EventKind.ENROLLMENT_CREATED: ("course_id", "student_id"),
@@ -125,8 +140,13 @@ def only_draft_shape(outcome: Outcome) -> Draft:
     first = outcome.drafts[0]
     for draft in outcome.drafts:
         assert (draft.type, draft.title, draft.message, draft.data, draft.priority, draft.link) == (
-            first.type, first.title, first.message, first.data, first.priority, first.link,
-        )  # fmt: skip
+            first.type,
+            first.title,
+            first.message,
+            first.data,
+            first.priority,
+            first.link,
+        )
     return first
 
 
@@ -175,8 +195,9 @@ def test_registration_tells_the_workshop_instructor() -> None:
     assert draft.priority == "normal"
 
 
-@pytest.mark.parametrize(("rating", "priority"), [(1, "high"), (2, "high"), (3, "normal"),
-                                                  (4, "normal"), (5, "normal")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("rating", "priority"), [(1, "high"), (2, "high"), (3, "normal"), (4, "normal"), (5, "normal")]
+)
 def test_review_carries_its_rating_and_low_ones_are_high_priority(
     rating: int, priority: str
 ) -> None:
@@ -186,8 +207,11 @@ def test_review_carries_its_rating_and_low_ones_are_high_priority(
     draft = only_draft_shape(outcome)
     assert draft.type == "review"
     assert draft.data == {
-        "course_id": COURSE, "student_id": STUDENT, "review_id": ENTITY, "rating": rating,
-    }  # fmt: skip
+        "course_id": COURSE,
+        "student_id": STUDENT,
+        "review_id": ENTITY,
+        "rating": rating,
+    }
     assert COURSE_TITLE in text(draft) and STUDENT_NAME in text(draft)
     assert f"{rating}/5" in draft.message and "Clear and deep." in draft.message
     assert draft.priority == priority
@@ -214,14 +238,22 @@ def test_payment_for_a_course_tells_its_instructors() -> None:
 
 
 def test_payment_for_a_workshop_tells_its_instructor() -> None:
-    outcome = outcome_of(EventKind.PAYMENT_SUCCEEDED, course_id=None, workshop_id=WORKSHOP,
-                         amount_cents=125000, currency=None)  # fmt: skip
+    outcome = outcome_of(
+        EventKind.PAYMENT_SUCCEEDED,
+        course_id=None,
+        workshop_id=WORKSHOP,
+        amount_cents=125000,
+        currency=None,
+    )
     assert outcome.key == ("payment", ENTITY)
     assert recipients(outcome) == [HOST]
     draft = only_draft_shape(outcome)
     expected = {
-        "payment_id": ENTITY, "workshop_id": WORKSHOP, "amount_cents": 125000, "currency": "USD",
-    }  # fmt: skip
+        "payment_id": ENTITY,
+        "workshop_id": WORKSHOP,
+        "amount_cents": 125000,
+        "currency": "USD",
+    }
     assert draft.data.items() >= expected.items()
     assert "course_id" not in draft.data
     assert WORKSHOP_TITLE in text(draft) and STUDENT_NAME in text(draft)
@@ -261,8 +293,9 @@ def test_course_edits_are_keyed_by_event_not_by_course() -> None:
     first = rules.apply(event(EventKind.COURSE_UPDATED, payload, COURSE, 1), ctx)
     second = rules.apply(event(EventKind.COURSE_UPDATED, payload, COURSE, 2), ctx)
     assert (first.key, second.key) == (
-        ("co_instructor_update", "event:1"), ("co_instructor_update", "event:2"),
-    )  # fmt: skip
+        ("co_instructor_update", "event:1"),
+        ("co_instructor_update", "event:2"),
+    )
 
 
 @pytest.mark.parametrize("kind", [k for k in PAYLOADS if k != EventKind.ANNOUNCEMENT_SENT])
@@ -287,8 +320,12 @@ def test_announcement_is_one_broadcast_keyed_by_event() -> None:
     audience, draft = outcome.broadcast
     assert audience == Audience(user_ids=(STUDENT, OWNER))
     assert (draft.type, draft.title, draft.message, draft.link, draft.priority) == (
-        "system_announcement", "Maintenance tonight", "Back at 02:00 UTC.", "/status", "high",
-    )  # fmt: skip
+        "system_announcement",
+        "Maintenance tonight",
+        "Back at 02:00 UTC.",
+        "/status",
+        "high",
+    )
     assert draft.data == {"event_id": str(EVENT_ID)}
 
 
@@ -341,8 +378,9 @@ def test_payload_that_is_not_an_object(kind: str, payload: Any) -> None:
     assert type(payload).__name__ in message
 
 
-@pytest.mark.parametrize(("kind", "key"), [(k, key) for k, keys in REQUIRED.items()
-                                           for key in keys])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "key"), [(k, key) for k, keys in REQUIRED.items() for key in keys]
+)
 def test_missing_key(kind: str, key: str) -> None:
     payload = {k: v for k, v in PAYLOADS[kind].items() if k != key}
     message = unprocessable(event(kind, payload, entity_of(kind)))
@@ -376,20 +414,32 @@ def test_wrong_type(kind: str, changes: dict[str, Any], says: str) -> None:
     [
         (EventKind.ENROLLMENT_CREATED, {"course_id": UNKNOWN}, ENTITY, f"course {UNKNOWN}"),
         (EventKind.ENROLLMENT_COMPLETED, {"student_id": UNKNOWN}, ENTITY, f"profile {UNKNOWN}"),
-        (EventKind.WORKSHOP_REGISTRATION_CREATED, {"workshop_id": UNKNOWN}, ENTITY,
-         f"workshop {UNKNOWN}"),
-        (EventKind.WORKSHOP_REGISTRATION_CREATED, {"user_id": UNKNOWN}, ENTITY,
-         f"profile {UNKNOWN}"),
+        (
+            EventKind.WORKSHOP_REGISTRATION_CREATED,
+            {"workshop_id": UNKNOWN},
+            ENTITY,
+            f"workshop {UNKNOWN}",
+        ),
+        (
+            EventKind.WORKSHOP_REGISTRATION_CREATED,
+            {"user_id": UNKNOWN},
+            ENTITY,
+            f"profile {UNKNOWN}",
+        ),
         (EventKind.REVIEW_CREATED, {"course_id": UNKNOWN}, ENTITY, f"course {UNKNOWN}"),
         (EventKind.QUESTION_CREATED, {"student_id": UNKNOWN}, ENTITY, f"profile {UNKNOWN}"),
         (EventKind.PAYMENT_SUCCEEDED, {"user_id": UNKNOWN}, ENTITY, f"profile {UNKNOWN}"),
         (EventKind.PAYMENT_SUCCEEDED, {"course_id": UNKNOWN}, ENTITY, f"course {UNKNOWN}"),
-        (EventKind.PAYMENT_SUCCEEDED, {"course_id": None, "workshop_id": UNKNOWN}, ENTITY,
-         f"workshop {UNKNOWN}"),
+        (
+            EventKind.PAYMENT_SUCCEEDED,
+            {"course_id": None, "workshop_id": UNKNOWN},
+            ENTITY,
+            f"workshop {UNKNOWN}",
+        ),
         (EventKind.COURSE_UPDATED, {}, UNKNOWN, f"course {UNKNOWN}"),
         (EventKind.COURSE_UPDATED, {"updated_by": UNKNOWN}, COURSE, f"profile {UNKNOWN}"),
     ],
-)  # fmt: skip
+)
 def test_what_it_names_is_not_in_the_context(
     kind: str, changes: dict[str, Any], entity: str, says: str
 ) -> None:
@@ -403,10 +453,16 @@ class Surprise(Exception):
 
 @pytest.mark.parametrize(
     "error",
-    [Surprise("boom"), ZeroDivisionError("division by zero"), AttributeError("no .title"),
-     RecursionError("too deep"), LookupError("lost"), UnicodeError("bad text")],
+    [
+        Surprise("boom"),
+        ZeroDivisionError("division by zero"),
+        AttributeError("no .title"),
+        RecursionError("too deep"),
+        LookupError("lost"),
+        UnicodeError("bad text"),
+    ],
     ids=lambda e: type(e).__name__,
-)  # fmt: skip
+)
 def test_any_error_inside_a_handler_is_unprocessable(
     error: Exception, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -457,8 +513,9 @@ def test_needs_names_what_each_handler_looks_up() -> None:
     assert rules.needs(event(EventKind.REVIEW_CREATED, PAYLOADS[EventKind.REVIEW_CREATED])) == (
         Needs(frozenset({STUDENT}), frozenset({COURSE}))
     )
-    registration = event(EventKind.WORKSHOP_REGISTRATION_CREATED,
-                         PAYLOADS[EventKind.WORKSHOP_REGISTRATION_CREATED])  # fmt: skip
+    registration = event(
+        EventKind.WORKSHOP_REGISTRATION_CREATED, PAYLOADS[EventKind.WORKSHOP_REGISTRATION_CREATED]
+    )
     assert rules.needs(registration) == Needs(frozenset({STUDENT}), workshops=frozenset({WORKSHOP}))
     payment = {**PAYLOADS[EventKind.PAYMENT_SUCCEEDED], "workshop_id": WORKSHOP}
     assert rules.needs(event(EventKind.PAYMENT_SUCCEEDED, payment)) == Needs(
@@ -481,8 +538,9 @@ def test_what_needs_names_is_enough_for_the_handler(kind: str) -> None:
     assert rules.apply(e, narrow) == rules.apply(e, full)
 
 
-@pytest.mark.parametrize("value", [None, "", "x", "not-a-uuid", 42, 4.2, True, [COURSE],
-                                   {"id": COURSE}, COURSE[:-1]])  # fmt: skip
+@pytest.mark.parametrize(
+    "value", [None, "", "x", "not-a-uuid", 42, 4.2, True, [COURSE], {"id": COURSE}, COURSE[:-1]]
+)
 def test_needs_leaves_out_what_is_not_an_id(value: Any) -> None:
     payload = {"course_id": value, "student_id": STUDENT, "user_id": value, "workshop_id": value}
     assert rules.needs(event(EventKind.PAYMENT_SUCCEEDED, payload)) == Needs(frozenset({STUDENT}))

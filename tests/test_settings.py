@@ -26,9 +26,20 @@ def test_durations(text: str, seconds: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "1", "h", "1y", "-3d", "1.5h", "the day before", "99999999d", "9999999999999999999999s",
-     "36501d", "١٠d"],
-)  # fmt: skip
+    [
+        "",
+        "1",
+        "h",
+        "1y",
+        "-3d",
+        "1.5h",
+        "the day before",
+        "99999999d",
+        "9999999999999999999999s",
+        "36501d",
+        "١٠d",
+    ],
+)
 def test_bad_or_absurd_durations_are_bad_input(text: str) -> None:
     with pytest.raises(BadInput):
         parse_duration(text)

@@ -41,8 +41,10 @@ def failed_event(site: Site, kind: str = "bogus.kind", entity: str = "x") -> int
     site.sql(
         "UPDATE hg_events SET status = 'failed', attempts = :a, last_error = :e, "
         "failed_at = CURRENT_TIMESTAMP WHERE id = :i",
-        a=events.MAX_ATTEMPTS, e=f"unknown event kind {kind!r}", i=event_id,
-    )  # fmt: skip
+        a=events.MAX_ATTEMPTS,
+        e=f"unknown event kind {kind!r}",
+        i=event_id,
+    )
     return event_id
 
 

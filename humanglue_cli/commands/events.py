@@ -115,8 +115,12 @@ def _parse_ids(ids: list[str], all_: bool) -> list[int] | None:
 
 def _event_json(row: Failed) -> dict[str, Any]:
     return {
-        "id": str(row.id), "kind": row.kind, "entity_id": row.entity_id,
-        "attempts": row.attempts, "created_at": row.created_at.isoformat(),
+        "id": str(row.id),
+        "kind": row.kind,
+        "entity_id": row.entity_id,
+        "attempts": row.attempts,
+        "created_at": row.created_at.isoformat(),
         "failed_at": row.failed_at.isoformat() if row.failed_at else None,
-        "last_error": row.last_error, "payload": row.payload,
-    }  # fmt: skip
+        "last_error": row.last_error,
+        "payload": row.payload,
+    }

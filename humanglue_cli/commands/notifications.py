@@ -61,9 +61,15 @@ class Narrowing:
         return replace(self.filters, course_id=course_id)
 
 
-def _narrowing(rt: Runtime, unread: bool = False, read: bool = False,
-               types: list[str] | None = None, course: str | None = None,
-               since: str | None = None, until: str | None = None) -> Narrowing:  # fmt: skip
+def _narrowing(
+    rt: Runtime,
+    unread: bool = False,
+    read: bool = False,
+    types: list[str] | None = None,
+    course: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> Narrowing:
     from humanglue_cli.core.errors import BadInput
     from humanglue_cli.core.store.notifications import Filters
     from humanglue_cli.core.timeutil import parse_when
@@ -155,8 +161,15 @@ def send(
     from humanglue_cli.core import announcements
 
     rt = runtime(ctx)
-    request = announcements.Request(to=tuple(to or ()), role=role, everyone=all_, title=title,
-                                    message=message, link=link, priority=priority)  # fmt: skip
+    request = announcements.Request(
+        to=tuple(to or ()),
+        role=role,
+        everyone=all_,
+        title=title,
+        message=message,
+        link=link,
+        priority=priority,
+    )
     request.validate()
     with rt.write() as conn:
         event_id = announcements.send(conn, rt.acting_user(conn), request)
@@ -170,7 +183,7 @@ IdsArg = Annotated[
     list[str] | None,
     typer.Argument(
         help="notification ids, or unique prefixes of at least 8 characters", show_default=False
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -376,12 +389,24 @@ def tail(
         user = _acting(rt) if no_follow else following.patiently(lambda: _acting(rt), stop, status)
         if user is None:
             return
-        ready = None if no_follow else functools.partial(
-            status, f"following the notifications of {user.name}; Ctrl-C stops"
-        )  # fmt: skip
+        ready = (
+            None
+            if no_follow
+            else functools.partial(
+                status, f"following the notifications of {user.name}; Ctrl-C stops"
+            )
+        )
         live = not no_follow
-        arrivals = following.follow(rt.read, user.id, filters, stop, backlog=lines, live=live,
-                                    on_status=status, on_ready=ready)  # fmt: skip
+        arrivals = following.follow(
+            rt.read,
+            user.id,
+            filters,
+            stop,
+            backlog=lines,
+            live=live,
+            on_status=status,
+            on_ready=ready,
+        )
         for n in arrivals:
             show(n)
 

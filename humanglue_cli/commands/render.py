@@ -30,10 +30,15 @@ if TYPE_CHECKING:
     from humanglue_cli.core.domain import Notification
 
 TYPE_STYLES = {
-    "enrollment": "green", "workshop_registration": "cyan", "course_completion": "bold green",
-    "review": "yellow", "student_question": "magenta", "payment": "bold yellow",
-    "system_announcement": "bold red", "co_instructor_update": "blue",
-}  # fmt: skip
+    "enrollment": "green",
+    "workshop_registration": "cyan",
+    "course_completion": "bold green",
+    "review": "yellow",
+    "student_question": "magenta",
+    "payment": "bold yellow",
+    "system_announcement": "bold red",
+    "co_instructor_update": "blue",
+}
 PRIORITY_STYLES = {"urgent": "bold red", "high": "red"}
 
 
@@ -104,8 +109,14 @@ def notification_table(
     courses = courses or {}
     now = datetime.now(UTC)
     whens = [relative(n.created_at, now, tz) for n in items]
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
-                  padding=(0, 1), collapse_padding=True)  # fmt: skip
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+        header_style="bold",
+        padding=(0, 1),
+        collapse_padding=True,
+    )
     table.add_column("", width=1, no_wrap=True)
     table.add_column("ID", width=8, style="dim", no_wrap=True)
     table.add_column("WHEN", width=max(map(len, whens)), no_wrap=True, justify="right")
@@ -119,9 +130,11 @@ def notification_table(
     for n, when in zip(items, whens, strict=True):
         unread = Text("●", style=PRIORITY_STYLES.get(n.priority, "bold cyan"))
         cells: list[Any] = [
-            unread if not n.read else "", n.id[:8], when,
+            unread if not n.read else "",
+            n.id[:8],
+            when,
             Text(one_line(n.type), style=TYPE_STYLES.get(n.type, "")),
-        ]  # fmt: skip
+        ]
         if show_courses:
             cells.append(_cut(one_line(courses.get(n.course_id or "", ""))))
         cells += [_cut(one_line(n.title), "bold" if not n.read else ""), _cut(one_line(n.message))]

@@ -83,8 +83,9 @@ def broker_check(url: str | None) -> Check:
 def _probe(url: str) -> None:
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT,
-                                  socket_timeout=PROBE_TIMEOUT)  # fmt: skip
+    client = redis.Redis.from_url(
+        url, socket_connect_timeout=PROBE_TIMEOUT, socket_timeout=PROBE_TIMEOUT
+    )
     try:
         client.ping()
     finally:

@@ -33,7 +33,7 @@ def worker(
             min=1,
             max=5000,
             help="events claimed per transaction (embedded worker and --burst)",
-        ),  # fmt: skip
+        ),
     ] = 500,
     json_out: Annotated[
         bool, typer.Option("--json", help="print the --burst result as JSON")
@@ -50,11 +50,25 @@ def worker(
     elif settings.broker_url:
         settings.database_url  # noqa: B018 - a bad one is exit 2 here, not in Celery
         _say_if_unreachable(settings.broker_url)
-        _exec_celery(rt, ["worker", "--pool", "threads", "--concurrency", str(concurrency),
-                          "--loglevel", "INFO", "-Q", "humanglue",
-                          # A node name per process: workers on one host must not share one.
-                          "--hostname", f"humanglue-{os.getpid()}@%h",
-                          "--without-gossip", "--without-mingle"])  # fmt: skip
+        _exec_celery(
+            rt,
+            [
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "-Q",
+                "humanglue",
+                # A node name per process: workers on one host must not share one.
+                "--hostname",
+                f"humanglue-{os.getpid()}@%h",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+        )
     else:
         _embedded(rt.engine, batch_size)
 
@@ -81,8 +95,10 @@ def _say_if_unreachable(broker_url: str) -> None:
 
     check = broker_check(broker_url)
     if check.state == "fail":
-        status(f"{check.message}; starting anyway: the worker processes the outbox itself "
-               "until the broker answers")  # fmt: skip
+        status(
+            f"{check.message}; starting anyway: the worker processes the outbox itself "
+            "until the broker answers"
+        )
 
 
 def _burst(engine: sa.Engine, batch_size: int, json_out: bool) -> None:
@@ -98,8 +114,10 @@ def _burst(engine: sa.Engine, batch_size: int, json_out: bool) -> None:
         typer.echo(json.dumps({"processed": result.processed, "failed": result.failed}))
     else:
         aside = f", {result.set_aside} set aside (a lock)" if result.set_aside else ""
-        status(f"processed {result.processed} events, {result.notified} notifications, "
-               f"{result.failed} failed{aside}")  # fmt: skip
+        status(
+            f"processed {result.processed} events, {result.notified} notifications, "
+            f"{result.failed} failed{aside}"
+        )
     if result.failed:
         raise SomeEventsFailed(
             f"{result.failed} event(s) failed and are kept for retry: see `humanglue events failed`"
@@ -141,6 +159,6 @@ def _embedded(engine: sa.Engine, batch_size: int) -> None:
             r.notified,
             r.failed,
             f", {r.set_aside} set aside" if r.set_aside else "",
-        ),  # fmt: skip
+        ),
     )
     status("worker stopped")

@@ -72,8 +72,13 @@ def send(conn: sa.Connection, sender: Person, request: Request) -> int:
         raise Forbidden("only admins send announcements")
     recipients = [p.id for p in people.find_people(conn, request.to)] if request.to else []
     payload = {
-        "title": request.title, "message": request.message,
-        "link": request.link.strip() if request.link else None, "priority": request.priority,
-        "to": recipients, "role": request.role, "all": request.everyone, "sender_id": sender.id,
-    }  # fmt: skip
+        "title": request.title,
+        "message": request.message,
+        "link": request.link.strip() if request.link else None,
+        "priority": request.priority,
+        "to": recipients,
+        "role": request.role,
+        "all": request.everyone,
+        "sender_id": sender.id,
+    }
     return events.enqueue(conn, EventKind.ANNOUNCEMENT_SENT, sender.id, payload)

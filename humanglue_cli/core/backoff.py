@@ -28,8 +28,14 @@ def _log(message: str) -> None:
 class Backoff:
     """Delays between attempts to reach `what`, and what to say about it."""
 
-    def __init__(self, what: str = "database", *, first: float = FIRST, cap: float = CAP,
-                 say: Callable[[str], None] = _log) -> None:  # fmt: skip
+    def __init__(
+        self,
+        what: str = "database",
+        *,
+        first: float = FIRST,
+        cap: float = CAP,
+        say: Callable[[str], None] = _log,
+    ) -> None:
         self.what, self.first, self.cap, self.say = what, first, cap, say
         self.failures = 0
         self.since: float | None = None

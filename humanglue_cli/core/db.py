@@ -54,8 +54,16 @@ _PG_LOCKED = {"55P03", "55006"}  # lock_not_available (lock_timeout), object_in_
 _PG_CONFLICT = {"40P01", "40001"}  # deadlock_detected, serialization_failure
 _PG_SCHEMA = {"42P01", "42703", "3F000", "42883"}  # undefined table/column/schema/function
 # SQLite result codes (primary code names, as sqlite3 reports them in `sqlite_errorname`).
-_SQLITE_OUTAGE = ("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_FULL", "SQLITE_NOTADB",
-                  "SQLITE_CORRUPT", "SQLITE_READONLY", "SQLITE_PERM", "SQLITE_AUTH")  # fmt: skip
+_SQLITE_OUTAGE = (
+    "SQLITE_CANTOPEN",
+    "SQLITE_IOERR",
+    "SQLITE_FULL",
+    "SQLITE_NOTADB",
+    "SQLITE_CORRUPT",
+    "SQLITE_READONLY",
+    "SQLITE_PERM",
+    "SQLITE_AUTH",
+)
 _SQLITE_LOCKED = ("SQLITE_BUSY", "SQLITE_LOCKED")
 
 

@@ -14,9 +14,15 @@ from datetime import datetime
 from typing import Any
 
 NOTIFICATION_TYPES = (
-    "enrollment", "workshop_registration", "course_completion", "review", "student_question",
-    "payment", "system_announcement", "co_instructor_update",
-)  # fmt: skip
+    "enrollment",
+    "workshop_registration",
+    "course_completion",
+    "review",
+    "student_question",
+    "payment",
+    "system_announcement",
+    "co_instructor_update",
+)
 PRIORITIES = ("low", "normal", "high", "urgent")
 ROLES = ("student", "instructor", "admin")
 

@@ -101,30 +101,45 @@ def _schema(current: str | None, head: str) -> Check:
     if current is None:
         return Check("schema", "fail", "no HumanGlue schema: run `humanglue db upgrade`", data)
     if current != head:
-        return Check("schema", "fail", f"at revision {current}, this humanglue has {head}: "
-                     "run `humanglue db upgrade`", data)  # fmt: skip
+        return Check(
+            "schema",
+            "fail",
+            f"at revision {current}, this humanglue has {head}: run `humanglue db upgrade`",
+            data,
+        )
     return Check("schema", "ok", f"revision {current} (current)", data)
 
 
 def _backlog(conn: sa.Connection, now: datetime) -> list[Check]:
     b = events.backlog(conn)
     wait = now - b.longest_due_since if b.longest_due_since else None
-    data = {"pending": b.pending, "due": b.due,
-            "longest_due_wait_seconds": _seconds(wait) if wait is not None else None}  # fmt: skip
+    data = {
+        "pending": b.pending,
+        "due": b.due,
+        "longest_due_wait_seconds": _seconds(wait) if wait is not None else None,
+    }
     later = b.pending - b.due
     text = f"{b.pending} event{'s' * (b.pending != 1)} waiting" + (
         f" ({later} backing off or in progress)" if later else ""
     )
     if wait is not None and wait > STUCK_AFTER:
-        backlog = Check("backlog", "fail", f"{text}; one has been due for {approximate(wait)}: "
-                        "is a worker running?", data)  # fmt: skip
+        backlog = Check(
+            "backlog",
+            "fail",
+            f"{text}; one has been due for {approximate(wait)}: is a worker running?",
+            data,
+        )
     elif wait is not None:
         backlog = Check("backlog", "ok", f"{text}; the longest due for {approximate(wait)}", data)
     else:
         backlog = Check("backlog", "ok", text, data)
     if b.failed:
-        failed = Check("failed_events", "fail", f"{b.failed} failed: see `humanglue events "
-                       "failed`, then `humanglue events retry`", {"count": b.failed})  # fmt: skip
+        failed = Check(
+            "failed_events",
+            "fail",
+            f"{b.failed} failed: see `humanglue events failed`, then `humanglue events retry`",
+            {"count": b.failed},
+        )
     else:
         failed = Check("failed_events", "ok", "no failed events", {"count": 0})
     return [backlog, failed]
@@ -142,7 +157,7 @@ def _workers(conn: sa.Connection, now: datetime) -> Check:
             "stopped_at": r.stopped_at.isoformat() if r.stopped_at else None,
             "alive": r.stopped_at is None and now - r.last_seen_at <= WORKER_ALIVE,
             "processed": int(r.processed),
-        }  # fmt: skip
+        }
         for r in rows
     ]
     data = {"alive_seconds": _seconds(WORKER_ALIVE), "seen": seen}
@@ -151,20 +166,30 @@ def _workers(conn: sa.Connection, now: datetime) -> Check:
         kinds = ", ".join(sorted({f"{w['kind']}@{w['hostname']}" for w in alive}))
         return Check("workers", "ok", f"{len(alive)} alive ({kinds})", data)
     if not rows:
-        return Check("workers", "warn", "none seen in the last day "
-                     "(start one: `humanglue worker`)", data)  # fmt: skip
+        return Check(
+            "workers", "warn", "none seen in the last day (start one: `humanglue worker`)", data
+        )
     last = rows[0]
     how = "stopped" if last.stopped_at else "silent"
     ago = approximate(now - last.last_seen_at)
-    return Check("workers", "fail", f"no live worker: the last, {last.kind}@{last.hostname} pid "
-                 f"{last.pid}, {how} {ago} ago (start one: `humanglue worker`)", data)  # fmt: skip
+    return Check(
+        "workers",
+        "fail",
+        f"no live worker: the last, {last.kind}@{last.hostname} pid "
+        f"{last.pid}, {how} {ago} ago (start one: `humanglue worker`)",
+        data,
+    )
 
 
 def _cleanup(conn: sa.Connection, now: datetime) -> Check:
     run = runs.last(conn, "cleanup")
     if run is None:
-        return Check("cleanup", "warn", "never run (cron: `humanglue maintenance cleanup` daily)",
-                     {"last_run_at": None, "result": None})  # fmt: skip
+        return Check(
+            "cleanup",
+            "warn",
+            "never run (cron: `humanglue maintenance cleanup` daily)",
+            {"last_run_at": None, "result": None},
+        )
     data = {"last_run_at": run.ran_at.isoformat(), "result": run.result}
     deleted = (run.result or {}).get("deleted") or {}
     counts = ", ".join(f"{v} {k}" for k, v in deleted.items()) or "nothing"

@@ -126,8 +126,14 @@ def _fail(conn: sa.Connection, failures: list[tuple[Event, str]]) -> None:
     events.fail(conn, failures)
     for event, reason in failures:
         final = " (giving up: kept as failed)" if event.attempts >= events.MAX_ATTEMPTS else ""
-        log.warning("event %s (%s) failed attempt %d: %s%s", event.id, event.kind,
-                    event.attempts, reason, final)  # fmt: skip
+        log.warning(
+            "event %s (%s) failed attempt %d: %s%s",
+            event.id,
+            event.kind,
+            event.attempts,
+            reason,
+            final,
+        )
 
 
 def _process(conn: sa.Connection, batch: list[Event]) -> BatchResult:
@@ -150,16 +156,13 @@ def _process(conn: sa.Connection, batch: list[Event]) -> BatchResult:
         # Two events of one entity in one batch (completed, reopened, completed): first wins.
         outcomes.setdefault(outcome.key, (event, outcome))
 
-    held = people.lock_recipients(
-        conn, {d.user_id for _, o in outcomes.values() for d in o.drafts}
-    )  # fmt: skip
+    held = people.lock_recipients(conn, {d.user_id for _, o in outcomes.values() for d in o.drafts})
     aside = [e for e, o in outcomes.values() if any(d.user_id in held for d in o.drafts)]
     for event in aside:
         done.remove(event)
     plain = {
-        key: (e, o) for key, (e, o) in outcomes.items()
-        if o.broadcast is None and e not in aside
-    }  # fmt: skip
+        key: (e, o) for key, (e, o) in outcomes.items() if o.broadcast is None and e not in aside
+    }
     new = ledger.record(conn, [(*key, e.id, len(o.drafts)) for key, (e, o) in plain.items()])
     drafts = [d for key, (_, o) in plain.items() if key in new for d in o.drafts]
     result.notified = notifications.insert(conn, drafts, now)

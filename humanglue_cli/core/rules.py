@@ -46,6 +46,15 @@ def needs(event: Event) -> Needs:
     return Needs(people, _ids(p.get("course_id")), _ids(p.get("workshop_id")))
 
 
+def _list(value: Any, name: str) -> list[Any]:
+    """A JSON array (or nothing); a string would otherwise be taken letter by letter."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise TypeError(f"{name} is {type(value).__name__}, not a list")
+    return value
+
+
 def _quote(value: Any, limit: int = 140) -> str:
     text = " ".join(str(value or "").split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -184,7 +193,7 @@ def course_update(e: Event, ctx: Context) -> Outcome:
     key = event_key(e.id)
     if editor.id not in course.instructor_ids:
         return Outcome("co_instructor_update", key)  # not one of its instructors: no one to tell
-    changed = [str(c) for c in e.payload.get("changed") or []]
+    changed = [str(c) for c in _list(e.payload.get("changed"), "changed")]
     what = ", ".join(c.replace("_", " ") for c in changed) or "details"
     data = {"course_id": course.id, "updated_by": editor.id, "changed": changed}
     others = [uid for uid in course.instructor_ids if uid != editor.id]
@@ -204,7 +213,9 @@ def course_update(e: Event, ctx: Context) -> Outcome:
 def announcement(e: Event, _ctx: Context) -> Outcome:
     p = e.payload
     audience = Audience(
-        user_ids=tuple(p.get("to") or ()), role=p.get("role"), everyone=bool(p.get("all"))
+        user_ids=tuple(str(u) for u in _list(p.get("to"), "to")),
+        role=p.get("role"),
+        everyone=bool(p.get("all")),
     )
     draft = Draft(
         user_id="",

@@ -54,8 +54,9 @@ class Heartbeat:
     def beat(self) -> None:
         """One beat now; database errors propagate."""
         with self.engine.begin() as conn:
-            workers.beat(conn, self.id, self.kind, socket.gethostname(), os.getpid(),
-                         self.processed)  # fmt: skip
+            workers.beat(
+                conn, self.id, self.kind, socket.gethostname(), os.getpid(), self.processed
+            )
 
     def start(self) -> None:
         """Beat once (errors propagate: the database must be there), then in the background."""
@@ -139,6 +140,10 @@ def _trouble(error: BaseException, backoff: Backoff) -> float:
         log.warning("database busy (%s); trying again", first_line(error))
         return 1.0
     # A bug, or a failure outside any event (the claim itself): say so and go on.
-    log.error("worker error: %s: %s; trying again", type(error).__name__, first_line(error),
-              exc_info=log.isEnabledFor(logging.DEBUG))  # fmt: skip
+    log.error(
+        "worker error: %s: %s; trying again",
+        type(error).__name__,
+        first_line(error),
+        exc_info=log.isEnabledFor(logging.DEBUG),
+    )
     return backoff.failed(error) if backoff.failing else 1.0

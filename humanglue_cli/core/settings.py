@@ -29,11 +29,17 @@ ENVIRONMENT = {
     "presence_retention": "HUMANGLUE_PRESENCE_RETENTION",
     "tz": "HUMANGLUE_TZ",
 }
-FLAGS = {"database_url": "--database-url", "broker_url": "--broker-url", "user": "--user",
-         "tz": "--tz"}  # fmt: skip
+FLAGS = {
+    "database_url": "--database-url",
+    "broker_url": "--broker-url",
+    "user": "--user",
+    "tz": "--tz",
+}
 CONFIG_ENV = "HUMANGLUE_CONFIG"
-RETENTION_MINIMUM = {"notification_retention": timedelta(days=1),
-                     "presence_retention": timedelta(hours=1)}  # fmt: skip
+RETENTION_MINIMUM = {
+    "notification_retention": timedelta(days=1),
+    "presence_retention": timedelta(hours=1),
+}
 RETENTION_DEFAULT = {"notification_retention": "30d", "presence_retention": "24h"}
 
 

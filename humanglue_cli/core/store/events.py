@@ -163,7 +163,7 @@ def _give_up(conn: sa.Connection, event_ids: list[int], reason: str) -> None:
             failed_at=db.now(conn),
             available_at=db.now(conn),
             last_error=reason[:2000],
-        )  # fmt: skip
+        )
     )
 
 
@@ -178,7 +178,7 @@ def set_aside(conn: sa.Connection, claimed: Sequence[Event], reason: str) -> Non
                 attempts=E.attempts - 1,
                 last_error=reason[:2000],
                 available_at=db.now_plus(conn, SET_ASIDE),
-            )  # fmt: skip
+            )
         )
 
 
@@ -235,7 +235,7 @@ def failed(conn: sa.Connection, limit: int) -> list[Failed]:
             r.last_error,
             r.created_at,
             r.failed_at,
-        )  # fmt: skip
+        )
         for r in conn.execute(query)
     ]
 
@@ -248,9 +248,10 @@ def retry_failed(conn: sa.Connection, event_ids: Sequence[int] | None) -> int:
     stmt = sa.update(events).where(E.status == "failed")
     if event_ids is not None:
         found = set(
-            conn.execute(sa.select(E.id).where(E.id.in_(list(event_ids)), E.status == "failed"))
-            .scalars()
-        )  # fmt: skip
+            conn.execute(
+                sa.select(E.id).where(E.id.in_(list(event_ids)), E.status == "failed")
+            ).scalars()
+        )
         unknown = [i for i in event_ids if i not in found]
         if unknown:
             more = f" (nor {len(unknown) - 1} more)" if len(unknown) > 1 else ""

@@ -78,8 +78,9 @@ def _gone(conn: sa.Connection) -> sa.ColumnElement[bool]:
 
 
 def _prunable(conn: sa.Connection, before: datetime) -> sa.ColumnElement[bool]:
-    by_event = sa.and_(L.entity_id.startswith(EVENT_KEY_PREFIX, autoescape=True),
-                       L.created_at < before)  # fmt: skip
+    by_event = sa.and_(
+        L.entity_id.startswith(EVENT_KEY_PREFIX, autoescape=True), L.created_at < before
+    )
     return sa.or_(by_event, _gone(conn))
 
 

@@ -31,10 +31,17 @@ PAGE_LIMIT = (1, 1000)
 def _row(row: Any) -> Notification:
     data = row.data if not isinstance(row.data, str) else json.loads(row.data)
     return Notification(
-        str(row.id), str(row.user_id), row.type, row.title, row.message,
-        data if isinstance(data, dict) else {}, row.link, row.priority, row.read_at,
+        str(row.id),
+        str(row.user_id),
+        row.type,
+        row.title,
+        row.message,
+        data if isinstance(data, dict) else {},
+        row.link,
+        row.priority,
+        row.read_at,
         row.created_at,
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,9 @@ class Filters:
     @property
     def narrows(self) -> bool:
         """True if any filter is set."""
-        return bool(self.read is not None or self.types or self.course_id or self.since
-                    or self.until)  # fmt: skip
+        return bool(
+            self.read is not None or self.types or self.course_id or self.since or self.until
+        )
 
     def where(self, user_id: str) -> list[sa.ColumnElement[bool]]:
         conds: list[sa.ColumnElement[bool]] = [N.user_id == user_id]
@@ -76,10 +84,15 @@ class Filters:
         return conds
 
     def fingerprint(self) -> str:
-        key = json.dumps([
-            self.read, sorted(self.types), self.course_id,
-            self.since and self.since.isoformat(), self.until and self.until.isoformat(),
-        ])  # fmt: skip
+        key = json.dumps(
+            [
+                self.read,
+                sorted(self.types),
+                self.course_id,
+                self.since and self.since.isoformat(),
+                self.until and self.until.isoformat(),
+            ]
+        )
         return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
@@ -256,7 +269,7 @@ def insert(conn: sa.Connection, drafts: Sequence[Draft], now: datetime) -> int:
             "link": d.link,
             "priority": d.priority,
             "created_at": now + timedelta(microseconds=i),
-        }  # fmt: skip
+        }
         for i, d in enumerate(drafts)
     ]
     conn.execute(sa.insert(notifications), rows)
@@ -273,10 +286,14 @@ def fan_out(conn: sa.Connection, audience: Audience, draft: Draft, now: datetime
     elif not audience.everyone:
         return 0
     values = who.add_columns(
-        sa.literal(draft.type), sa.literal(draft.title), sa.literal(draft.message),
-        sa.literal(draft.data, notifications.c.data.type), sa.literal(draft.link, sa.Text),
-        sa.literal(draft.priority), sa.literal(now, notifications.c.created_at.type),
-    )  # fmt: skip
+        sa.literal(draft.type),
+        sa.literal(draft.title),
+        sa.literal(draft.message),
+        sa.literal(draft.data, notifications.c.data.type),
+        sa.literal(draft.link, sa.Text),
+        sa.literal(draft.priority),
+        sa.literal(now, notifications.c.created_at.type),
+    )
     cols = ["user_id", "type", "title", "message", "data", "link", "priority", "created_at"]
     stmt = sa.insert(notifications).from_select(cols, values)
     return conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount

@@ -18,18 +18,27 @@ from humanglue_cli.core.models import workers
 W = workers.c
 
 
-def beat(conn: sa.Connection, worker_id: str, kind: str, hostname: str, pid: int,
-         processed: int) -> None:  # fmt: skip
+def beat(
+    conn: sa.Connection, worker_id: str, kind: str, hostname: str, pid: int, processed: int
+) -> None:
     """Insert or refresh this worker's row, stamped with the database's clock."""
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     now = db.now(conn)
     stmt = insert(workers).values(
-        id=worker_id, kind=kind, hostname=hostname, pid=pid, started_at=now, last_seen_at=now,
+        id=worker_id,
+        kind=kind,
+        hostname=hostname,
+        pid=pid,
+        started_at=now,
+        last_seen_at=now,
         processed=processed,
-    )  # fmt: skip
-    conn.execute(stmt.on_conflict_do_update(
-        index_elements=["id"], set_={"last_seen_at": now, "processed": processed},
-    ))  # fmt: skip
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"last_seen_at": now, "processed": processed},
+        )
+    )
 
 
 def stopped(conn: sa.Connection, worker_id: str) -> None:
