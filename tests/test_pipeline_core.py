@@ -64,19 +64,33 @@ def test_backoff_grows_and_is_capped() -> None:
 
 
 def test_a_database_error_in_a_batch_fails_only_its_culprit(site: Site) -> None:
-    # A course whose owner profile is gone: inserting the owner's notification violates the
-    # foreign key on PostgreSQL; on SQLite (no FK checks by the platform) it is just missing.
-    site.enroll()
-    with site.engine.begin() as conn:
-        events.enqueue(
-            conn,
-            "announcement.sent",
-            site.people["root"],
-            {"title": "t", "message": "m", "to": ["not-a-uuid"], "role": None, "all": False},
+    # Given a course whose co-instructor's profile is gone (the platform dropped its foreign
+    # key), so that notifying them violates notifications' own foreign key
+    ghost = new_id()
+    if site.backend == "postgres":
+        site.sql("ALTER TABLE course_instructors DROP CONSTRAINT course_instructors_user_id_fkey")
+        site.sql(
+            "INSERT INTO course_instructors VALUES (:c, :u)", c=site.people["other_course"], u=ghost
         )
+    else:
+        with site.engine.connect() as conn:  # SQLite: checks off for this one connection
+            conn.exec_driver_sql("COMMIT")
+            conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
+            course = site.people["other_course"]
+            conn.exec_driver_sql(f"INSERT INTO course_instructors VALUES ('{course}', '{ghost}')")
+            conn.exec_driver_sql("PRAGMA foreign_keys = ON")
+    # And an enrollment there between two in a healthy course, in one batch
+    site.enroll()
+    culprit = site.enroll(course=site.people["other_course"])
+    site.enroll()
+    # When the worker drains
     result = pipeline.drain(site.engine)
-    assert result.processed >= 1
-    assert site.count("type = 'enrollment'") == 2
+    # Then the two others are delivered, and the culprit — only it — failed, with its reason
+    assert (result.processed, result.failed) == (2, 1)
+    assert site.count("type = 'enrollment'") == 4
+    (row,) = site.sql("SELECT entity_id, attempts, last_error FROM hg_events")
+    assert (row.entity_id, row.attempts) == (culprit, 1)
+    assert "foreign key" in row.last_error.lower()
 
 
 def test_announcement_fans_out_in_one_statement(site: Site) -> None:

@@ -14,12 +14,14 @@ import statistics
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from celery import Celery
 
 from tests.conftest import PrivateRedis
-from tests.helpers import Site, wait_until
+from tests.helpers import CLI, Site, TcpProxy, wait_until
 from tests.test_worker_embedded import (
     RECOVERY,
     Worker,
@@ -170,3 +172,100 @@ def test_celery_entry_points_start(
     beat.ready(says="beat: Starting")
     assert max(latencies(pg_site, samples=2)) < 1.0
     assert plain.stop() == 0 and beat.stop() == 0, plain.log[-2000:] + beat.log[-2000:]
+
+
+def test_settings_of_flags_and_config_file_reach_the_celery_worker(
+    pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]
+) -> None:
+    # Given a retention that only the config file sets, and the broker only a flag
+    config = pg_site.home / "humanglue.toml"
+    config.write_text('notification_retention = "90d"\n')
+    cli = [CLI, "--config", str(config), "--broker-url", private_redis.url, "worker"]
+    # And the same file for a `celery -A worker worker` started by hand
+    by_hand = [sys.executable, "-m", "celery", "-A", "worker", "worker", "--loglevel", "INFO"]
+    for program, env in (
+        (cli, {}),
+        (by_hand, {"HUMANGLUE_CONFIG": str(config), "HUMANGLUE_BROKER_URL": private_redis.url}),
+    ):
+        pg_site.sql("DELETE FROM hg_maintenance_runs")
+        worker = Worker(pg_site, program=program, **env).ready(says=" ready.").ready()
+        workers.append(worker)
+        # When the scheduled cleanup runs in that worker
+        Celery(broker=private_redis.url).send_task("humanglue.cleanup", queue="humanglue")
+        run = wait_until(lambda: pg_site.sql("SELECT ran_at, result FROM hg_maintenance_runs"))
+        # Then it used the file's 90 days, not the 30-day default
+        ran_at, result = run[0]
+        cutoff = datetime.fromisoformat(result["cutoffs"]["notifications"])
+        assert abs((ran_at - cutoff) - timedelta(days=90)) < timedelta(minutes=1), result
+        assert worker.stop() == 0
+
+
+def test_an_idle_worker_is_quiet_and_a_database_outage_is_one_line(
+    pg_site: Site, private_redis: PrivateRedis, workers: list[Worker]
+) -> None:
+    url = sa.make_url(pg_site.url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    proxy.start()
+    try:
+        behind = url.set(port=proxy.port).render_as_string(hide_password=False)
+        worker = (
+            Worker(pg_site, HUMANGLUE_BROKER_URL=private_redis.url, HUMANGLUE_DATABASE_URL=behind)
+            .ready(says=" ready.")
+            .ready()
+        )
+        workers.append(worker)
+        # Idle: nothing at all is written
+        time.sleep(1.0)
+        quiet = len(worker.log)
+        time.sleep(4.0)
+        assert worker.log[quiet:] == ""
+        # The database goes away for a while, events wait
+        proxy.cut()
+        pg_site.enroll_many(5)
+        wait_until(lambda: "database unavailable" in worker.log, timeout=10)
+        time.sleep(4.0)
+        proxy.start()
+        wait_until(lambda: all_notified(pg_site, 5), timeout=RECOVERY)
+        during = worker.log[quiet:]
+        # One line when it started, one when it ended; no traceback; not blamed on the broker
+        assert during.count("database unavailable") == 1, during
+        assert "reachable again" in during and "Traceback" not in during
+        assert "processing the outbox in the poller" not in during
+        assert_exactly_once(pg_site, 5)
+    finally:
+        proxy.cut()
+
+
+def test_tls_to_a_plaintext_redis_says_so_and_stops_on_sigterm(
+    site: Site, private_redis: PrivateRedis, workers: list[Worker]
+) -> None:
+    broker = f"rediss://127.0.0.1:{private_redis.port}/0"
+    worker = Worker(site, HUMANGLUE_BROKER_URL=broker)
+    workers.append(worker)
+    wait_until(lambda: f"cannot reach {broker}" in worker.log, timeout=20)
+    worker.ready()  # it runs: the outbox is processed by the poller meanwhile
+    site.enroll()
+    try:
+        wait_until(lambda: all_notified(site, 1), timeout=RECOVERY)
+    except AssertionError:
+        raise AssertionError(worker.log[-3000:]) from None
+    started = time.monotonic()
+    worker.stop(timeout=20)
+    assert time.monotonic() - started < 15
+
+
+def test_beat_keeps_its_state_out_of_the_working_directory(
+    site: Site, private_redis: PrivateRedis, workers: list[Worker]
+) -> None:
+    state = site.home / "state"
+    beat = Worker(
+        site,
+        program=[CLI, "beat"],
+        HUMANGLUE_BROKER_URL=private_redis.url,
+        XDG_STATE_HOME=str(state),
+    )
+    workers.append(beat)
+    beat.ready(says="beat: Starting")
+    wait_until(lambda: list((state / "humanglue").glob("celerybeat-schedule*")), timeout=10)
+    assert beat.stop() == 0
+    assert not list(site.home.glob("celerybeat-schedule*"))  # the working directory

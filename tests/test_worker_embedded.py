@@ -65,7 +65,10 @@ class Worker:
                 return says in self.log
             return bool(self.site.sql("SELECT 1 FROM hg_workers WHERE pid = :p", p=self.proc.pid))
 
-        wait_until(up, timeout, every=0.05)
+        try:
+            wait_until(up, timeout, every=0.05)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the worker's log ends:\n{self.log[-3000:]}") from None
         return self
 
     def send(self, sig: int) -> None:
@@ -271,3 +274,57 @@ def test_embedded_worker_waits_out_a_database_outage(pg_site: Site, workers: lis
         assert worker.stop() == 0
     finally:
         proxy.cut()
+
+
+def test_status_pages_within_30s_of_killing_the_only_worker(
+    site: Site, workers: list[Worker]
+) -> None:
+    # Given the only worker, alive: status is healthy
+    worker = Worker(site)
+    workers.append(worker.ready())
+    assert site.hg("status").returncode == 0
+    # When it is killed with kill -9 (no chance to say goodbye)
+    worker.kill()
+    killed = time.monotonic()
+    # Then status fails within 30 s, and its workers line says why
+    proc = wait_until(lambda: (p := site.hg("status", check=False)).returncode == 1 and p,
+                      timeout=30, every=1.0)  # fmt: skip
+    print(f"\n{site.backend}: status unhealthy {time.monotonic() - killed:.1f}s after kill -9")
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("FAIL  workers")]
+    assert "no live worker" in line and proc.stdout.endswith("UNHEALTHY: workers\n")
+
+
+SKEWED_CLOCK = """
+import datetime as _dt, os, time as _time
+
+_SKEW = float(os.environ["HG_TEST_CLOCK_SKEW"])
+_real_time = _time.time
+_time.time = lambda: _real_time() + _SKEW
+
+
+class _Skewed(_dt.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return super().now(tz) + _dt.timedelta(seconds=_SKEW)
+
+    @classmethod
+    def utcnow(cls):
+        return super().utcnow() + _dt.timedelta(seconds=_SKEW)
+
+
+_dt.datetime = _Skewed
+"""
+
+
+def test_a_worker_whose_clock_is_20s_behind_delivers_at_once(
+    site: Site, workers: list[Worker], tmp_path: Path
+) -> None:
+    # Given a worker whose clock is 20 s behind the database's (a sitecustomize skews it)
+    (tmp_path / "skew").mkdir()
+    (tmp_path / "skew" / "sitecustomize.py").write_text(SKEWED_CLOCK)
+    workers.append(
+        Worker(site, PYTHONPATH=str(tmp_path / "skew"), HG_TEST_CLOCK_SKEW="-20").ready()
+    )
+    # Then due-ness is the database's: a plain-SQL enrollment is notified within a second
+    found = latencies(site, samples=3)
+    assert max(found) < 1.0, found

@@ -5,11 +5,11 @@ Every `interval` it probes the outbox's due index. When there is work it publish
 work after idle), and again every REDISPATCH seconds while that event waits: this re-sends
 what the broker lost (a Redis restart, the messages a killed worker had reserved).
 
-If the oldest due event still waits after STALL seconds of wake-ups, nobody is answering
-them: the broker is down, or this worker's consumer has stopped consuming (kombu's Redis
-transport has had such bugs: celery#8030, celery#8091, kombu#2629). The database is the
-truth and the broker only a wake-up call, so the poller then drains the outbox itself, and
-says so on stderr, until the wake-ups are answered again.
+If a wake-up cannot be published (the broker is down), or the oldest due event still waits
+after STALL seconds of wake-ups (this worker's consumer has stopped consuming: kombu's Redis
+transport has had such bugs, celery#8030, celery#8091, kombu#2629), the poller drains the
+outbox itself — the database is the truth and the broker only a wake-up call — and says so on
+stderr, until the wake-ups are answered again.
 """
 
 from __future__ import annotations
@@ -106,10 +106,13 @@ class PollLoop:
             self.due, self.due_since, self.sent = due, now, 0.0
         if due is None:
             return self.interval
+        if self.broker.failing:  # no one can be woken: do the work here, try the broker later
+            self._drain_here(now, tasks, "the broker does not answer")
+        elif now - self.due_since >= STALL:
+            waited = now - self.due_since
+            self._drain_here(now, tasks, f"event {due} waited {waited:.1f}s despite wake-ups")
         if now - self.sent >= REDISPATCH and now >= self.broker_retry_at:
-            self._wake(now)
-        if now - self.due_since >= STALL:
-            self._drain_here(now, tasks)
+            self._wake(time.monotonic())
         return self.interval
 
     def stop(self) -> None:
@@ -125,15 +128,10 @@ class PollLoop:
         self.broker.ok()
         self.sent = now
 
-    def _drain_here(self, now: float, tasks: Any) -> None:
+    def _drain_here(self, now: float, tasks: Any, why: str) -> None:
         if now - self.stall_logged >= STALL_LOG_EVERY:
             self.stall_logged = now
-            log.warning(
-                "event %s has waited %.1fs despite wake-ups (broker down or consumer "
-                "stalled): processing the outbox in the poller",
-                self.due,
-                now - self.due_since,
-            )
+            log.warning("%s: processing the outbox in the poller", why)
         self.due = None  # next tick: wake at once for what is left, then wait STALL again
         try:
             result = tasks.drain(DRAIN_BUDGET)

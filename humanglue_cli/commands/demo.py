@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -179,9 +179,7 @@ class _Printer:
     """Prints each notification once, as `+m:ss  id  type  title`."""
 
     def __init__(self) -> None:
-        from humanglue_cli.core.models import utcnow
-
-        self.started = utcnow()
+        self.started = datetime.now(UTC)
         self.seen: set[str] = set()
         self.colour = is_terminal()
 

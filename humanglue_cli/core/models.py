@@ -326,7 +326,3 @@ maintenance_runs = sa.Table(
 )
 
 OWN_TABLES = (events, ledger, workers, maintenance_runs)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
