@@ -72,7 +72,6 @@ class PollLoop:
         self.db = engine()
         self.interval = runner.default_poll_interval(self.db)
         self.heartbeat = runner.Heartbeat(self.db, "celery")
-        self.beating = False
         self.database = Backoff("database")
         self.broker = Backoff("broker", cap=REDISPATCH * 2)
         self.due: int | None = None  # the oldest due event, as last seen
@@ -89,9 +88,8 @@ class PollLoop:
         processed = tasks.processed.value
         try:
             with wrap_errors(self.db):
-                if not self.beating:
+                if not self.heartbeat.started:
                     self.heartbeat.start()
-                    self.beating = True
                 self.heartbeat.processed = processed
                 due = runner.first_due(self.db)
         except Exception as error:  # the database is down (or has no schema): say so, retry
@@ -116,8 +114,7 @@ class PollLoop:
         return self.interval
 
     def stop(self) -> None:
-        if self.beating:
-            self.heartbeat.stop()
+        self.heartbeat.stop()
 
     def _wake(self, now: float) -> None:
         try:

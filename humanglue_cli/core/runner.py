@@ -51,6 +51,10 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
     def beat(self) -> None:
         """One beat now; database errors propagate."""
         with self.engine.begin() as conn:
@@ -72,10 +76,12 @@ class Heartbeat:
                 log.debug("heartbeat failed: %s", first_line(error))
 
     def stop(self) -> None:
-        """Stop beating and record that this worker stopped (best effort)."""
+        """Stop beating and record that this worker stopped (best effort; a no-op if it never
+        started)."""
+        if self._thread is None:
+            return
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        self._thread.join(timeout=2)
         try:
             with self.engine.begin() as conn:
                 workers.stopped(conn, self.id)
@@ -99,26 +105,27 @@ def run(
     interval = poll_interval if poll_interval is not None else default_poll_interval(engine)
     heartbeat = Heartbeat(engine, "embedded")
     backoff = Backoff("database")
-    started = False
+
+    def probe() -> int | None:
+        if not heartbeat.started:
+            heartbeat.start()
+        due = first_due(engine)
+        backoff.ok()  # the database answers: say so now, not after the catching up
+        return due
+
     try:
         while not stop.is_set():
             try:
                 with wrap_errors(engine):
-                    if not started:
-                        heartbeat.start()
-                        started = True
-                    due = first_due(engine)
-                    result = (
-                        pipeline.drain(engine, batch_size, should_stop=stop.is_set)
-                        if due is not None
-                        else None
-                    )
+                    due = probe()
+                    result = None
+                    if due is not None:
+                        result = pipeline.drain(engine, batch_size, should_stop=stop.is_set)
             except SchemaError:
                 raise
             except Exception as error:
                 stop.wait(_trouble(error, backoff))
                 continue
-            backoff.ok()
             if result is not None and result.claimed:
                 heartbeat.processed += result.processed
                 if on_batch:
@@ -127,8 +134,7 @@ def run(
             # Nothing due — or all of it locked by another worker (SKIP LOCKED): wait a tick.
             stop.wait(interval)
     finally:
-        if started:
-            heartbeat.stop()
+        heartbeat.stop()
 
 
 def _trouble(error: BaseException, backoff: Backoff) -> float:
