@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import threading
+import time
+
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -10,8 +14,40 @@ from alembic.migration import MigrationContext
 from humanglue_cli.core import migrate
 from humanglue_cli.core.db import create_engine
 from humanglue_cli.core.errors import SchemaError
-from humanglue_cli.core.models import metadata
+from humanglue_cli.core.models import PLATFORM_TABLES, metadata
 from tests.conftest import BACKENDS
+from tests.helpers import CLI
+
+POSTGRES = pytest.mark.parametrize("empty_db", ["postgres"], indirect=True)
+
+
+def hg(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`humanglue --database-url URL ARGS`, as an operator runs it."""
+    return subprocess.run(
+        [CLI, "--database-url", url, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def schema(url: str) -> dict[str, object]:
+    """Every table with its columns, every trigger, and the schema's revision."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        tables = {
+            t: [c["name"] for c in inspector.get_columns(t)] for t in inspector.get_table_names()
+        }
+        if conn.dialect.name == "postgresql":
+            query = "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal ORDER BY 1"
+        else:
+            query = "SELECT name FROM sqlite_master WHERE type = 'trigger' ORDER BY 1"
+        triggers = conn.execute(sa.text(query)).scalars().all()
+    revision = migrate.current_revision(engine)
+    engine.dispose()
+    return {"tables": tables, "triggers": triggers, "revision": revision}
 
 
 @BACKENDS
@@ -102,6 +138,85 @@ def test_a_platform_table_missing_a_rule_column_is_named(empty_db: str) -> None:
     with engine.connect() as conn:  # nothing of ours was left half-made
         assert not sa.inspect(conn).has_table("hg_events")
     engine.dispose()
+
+
+@POSTGRES
+def test_upgrade_waits_for_a_table_the_platform_holds_exclusively(empty_db: str) -> None:
+    # Given the platform's tables, and a platform transaction holding enrollments exclusively
+    engine = create_engine(empty_db, create=True)
+    metadata.create_all(engine, tables=list(PLATFORM_TABLES))
+    holder = engine.connect()
+    holder.execute(sa.text("LOCK TABLE enrollments IN ACCESS EXCLUSIVE MODE"))
+    release = threading.Timer(4.5, holder.rollback)  # past the first 2 s lock_timeout
+    release.start()
+    try:
+        # When the schema is upgraded meanwhile
+        started = time.monotonic()
+        proc = hg(empty_db, "db", "upgrade")
+        took = time.monotonic() - started
+    finally:
+        release.join()
+        holder.close()
+        engine.dispose()
+    # Then it says it waits, and succeeds once the lock is released
+    assert proc.returncode == 0, proc.stderr
+    assert "humanglue: waiting for a lock on table enrollments" in proc.stderr
+    assert took >= 4.0
+    after = schema(empty_db)
+    assert after["revision"] == migrate.head_revision()
+    assert "hg_enrollment_created" in after["triggers"]  # type: ignore[operator]
+
+
+@POSTGRES
+def test_while_it_waits_it_holds_up_the_platform_no_longer_than_the_lock_timeout(
+    empty_db: str,
+) -> None:
+    # Given the platform's tables, and payments held by a long platform transaction (its
+    # triggers come after those of enrollments)
+    engine = create_engine(empty_db, create=True)
+    metadata.create_all(engine, tables=list(PLATFORM_TABLES))
+    ada, course = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO profiles (id, email, role) VALUES (:p, 'a@x.edu', 'student')"),
+            {"p": ada},
+        )
+        conn.execute(
+            sa.text("INSERT INTO courses (id, instructor_id, title) VALUES (:c, :p, 'C')"),
+            {"c": course, "p": ada},
+        )
+    holder = engine.connect()
+    holder.execute(sa.text("LOCK TABLE payments IN SHARE MODE"))
+    release = threading.Timer(6.0, holder.rollback)
+    release.start()
+    try:
+        upgrade = subprocess.Popen(
+            [CLI, "--database-url", empty_db, "db", "upgrade"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)
+        # When the platform enrolls a student while the upgrade waits for payments
+        started = time.monotonic()
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO enrollments (id, course_id, student_id) VALUES "
+                    "('33333333-3333-4333-8333-333333333333', :c, :p)"
+                ),
+                {"c": course, "p": ada},
+            )
+        waited = time.monotonic() - started
+        _, stderr = upgrade.communicate(timeout=60)
+    finally:
+        release.join()
+        holder.close()
+        engine.dispose()
+    # Then the enrollment waited at most about one lock_timeout, not until payments was free
+    assert upgrade.returncode == 0, stderr
+    assert "waiting for a lock on table payments" in stderr
+    assert waited < 3.0
 
 
 def test_trigger_creation_waits_politely_for_a_busy_table() -> None:

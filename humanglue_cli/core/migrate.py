@@ -1,14 +1,49 @@
-"""Run the Alembic migrations in `migrations/` against a database (`humanglue db upgrade`)."""
+"""Run the Alembic migrations in `migrations/` against a database (`humanglue db upgrade`).
+
+Every pending migration runs in one transaction, committed at the end. PostgreSQL and SQLite
+both have transactional DDL, so a refused or failed upgrade leaves nothing half-done.
+
+On PostgreSQL that transaction runs under a short `lock_timeout`. A statement that needs a table
+the platform holds busy gives up after 2 s instead of queueing — and stalling the platform's
+writers queued behind it; the whole transaction is then rolled back, releasing every lock it
+took, and tried again a little later, saying so on stderr (`waiting for a lock on table …`).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from humanglue_cli.core.db import wrap_errors
+from humanglue_cli.core.errors import SchemaError
 
 VERSION_TABLE = "hg_alembic_version"
+LOCK_TIMEOUT = "2s"
+LOCK_ATTEMPTS = 15
+_LOCK_NOT_AVAILABLE = "55P03"
+log = logging.getLogger("humanglue.migrate")
+
+
+@dataclass
+class Outcome:
+    """What an upgrade did."""
+
+    before: str | None
+    after: str | None
+
+
+class TableBusy(Exception):
+    """A statement could not lock the platform's `table` within the lock_timeout."""
+
+    def __init__(self, table: str | None) -> None:
+        super().__init__(f"table {table or '(unknown)'} is busy")
+        self.table = table
 
 
 def _config(connection: sa.Connection | None = None):  # type: ignore[no-untyped-def]
@@ -35,17 +70,72 @@ def current_revision(engine: sa.Engine) -> str | None:
     """The schema revision the database is at, or None if it has none."""
     with wrap_errors(engine), engine.connect() as conn:
         conn = conn.execution_options(readonly=True)  # never blocks the platform's writers
-        if not sa.inspect(conn).has_table(VERSION_TABLE):
-            return None
-        return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+        return _revision(conn)
+
+
+def _revision(conn: sa.Connection) -> str | None:
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
 def upgrade(engine: sa.Engine, target: str = "head") -> tuple[str | None, str | None]:
     """Bring the schema to `target` (the newest revision); returns (before, after)."""
+    outcome = run(engine, target)
+    return outcome.before, outcome.after
+
+
+def run(engine: sa.Engine, target: str = "head") -> Outcome:
+    """Bring the schema to `target`.
+
+    Raises:
+        SchemaError: the platform's tables cannot be adopted (nothing was changed), or a table
+            stayed busy through every attempt.
+    """
+    busy_one = "one of the platform's tables"
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            return _attempt(engine, target)
+        except TableBusy as busy:
+            busy_one = f"table {busy.table}" if busy.table else "one of the platform's tables"
+            log.warning(
+                "waiting for a lock on %s (another session holds it; lock_timeout %s, "
+                "attempt %d of %d)",
+                busy_one,
+                LOCK_TIMEOUT,
+                attempt,
+                LOCK_ATTEMPTS,
+            )
+            time.sleep(min(0.2 * attempt, 2.0))
+    raise SchemaError(
+        f"could not lock {busy_one} after {LOCK_ATTEMPTS} attempts; nothing was changed: "
+        "run `humanglue db upgrade` again when platform traffic is lighter"
+    )
+
+
+def _attempt(engine: sa.Engine, target: str) -> Outcome:
     from alembic import command
 
-    before = current_revision(engine)
-    with wrap_errors(engine), engine.connect() as conn:
-        command.upgrade(_config(conn), target)
-        conn.commit()
-    return before, current_revision(engine)
+    with wrap_errors(engine), engine.connect() as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        before = _revision(conn)
+        with under_lock_timeout():
+            command.upgrade(_config(conn), target)  # in our transaction: it commits nothing
+        outcome = Outcome(before, _revision(conn))
+    return outcome
+
+
+@contextlib.contextmanager
+def under_lock_timeout(*tables: str) -> Iterator[None]:
+    """Statements that lock (or read the catalog of) the platform's `tables`.
+
+    They run under the upgrade's short lock_timeout; if the platform holds one of the tables
+    busy, the upgrade is rolled back and tried again, naming the table (see `run`).
+    """
+    try:
+        yield
+    except sa.exc.OperationalError as error:
+        if getattr(error.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        raise TableBusy(" or ".join(tables) or None) from error

@@ -14,7 +14,9 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from humanglue_cli.core.errors import SchemaError
+from humanglue_cli.core.migrate import under_lock_timeout
 from humanglue_cli.core.models import REQUIRED_COLUMNS
+from migrations._platform import existing_tables
 
 revision = "0001"
 down_revision = None
@@ -240,19 +242,27 @@ def _platform_tables() -> list[tuple[str, list[sa.SchemaItem], list[tuple[str, l
 
 
 def upgrade() -> None:
-    inspector = sa.inspect(op.get_bind())
-    existing = set(inspector.get_table_names())
+    existing = existing_tables(op.get_bind())
     for name, columns, indexes in _platform_tables():
         if name in existing:
-            present = {c["name"] for c in inspector.get_columns(name)}
-            missing = [c for c in REQUIRED_COLUMNS[name] if c not in present]
+            missing = [c for c in REQUIRED_COLUMNS[name] if c not in existing[name]]
             if missing:
                 raise SchemaError(
                     f"the platform's table {name} lacks column(s) the rules read: "
                     + ", ".join(missing)
                 )
             continue
-        op.create_table(name, *columns)
+        referenced = sorted(
+            {
+                key.target_fullname.split(".")[0]
+                for column in columns
+                if isinstance(column, sa.Column)
+                for key in column.foreign_keys
+            }
+            & existing.keys()
+        )
+        with under_lock_timeout(*referenced):  # a foreign key locks the table it references
+            op.create_table(name, *columns)
         for index, cols in indexes:
             op.create_index(index, name, cols)
 
