@@ -1,4 +1,4 @@
-"""The platform's tables as the catalog describes them.
+"""The platform's tables as the catalog describes them, and whether HumanGlue can adopt them.
 
 The catalog is read without locking the platform's tables: SQLAlchemy's reflection deparses
 column defaults with `pg_get_expr`, which waits behind a table held `ACCESS EXCLUSIVE`. Each read
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from humanglue_cli.core.errors import SchemaError
 from humanglue_cli.core.migrate import under_lock_timeout
 from humanglue_cli.core.models import REQUIRED_COLUMNS
 
@@ -41,3 +42,43 @@ def existing_tables(bind: sa.Connection) -> dict[str, dict[str, str]]:
     with under_lock_timeout():
         names = set(sa.inspect(bind).get_table_names())
     return {table: columns(bind, table) for table in REQUIRED_COLUMNS if table in names}
+
+
+def check_adoptable(existing: dict[str, dict[str, str]], dialect: str) -> None:
+    """Refuse, naming every problem at once, tables whose columns the rules cannot use.
+
+    Raises:
+        SchemaError: a column the rules read is missing, or a key is not a UUID type.
+    """
+    missing: list[str] = []
+    wrong: list[str] = []
+    for table, present in existing.items():
+        lacking = [c for c in REQUIRED_COLUMNS[table] if c not in present]
+        if lacking:
+            missing.append(f"{table} lacks {', '.join(lacking)}")
+        for column in REQUIRED_COLUMNS[table]:
+            if _is_key(column) and column in present and not _uuid_type(present[column], dialect):
+                wrong.append(f"{table}.{column} is {present[column]}")
+    problems = []
+    if missing:
+        problems.append("; ".join(missing) + " (columns the rules read)")
+    if wrong:
+        needs = "uuid keys" if dialect == "postgresql" else "UUID keys, as text on SQLite"
+        problems.append(", ".join(wrong) + f" (HumanGlue needs {needs}, CONTRACT §5)")
+    if problems:
+        raise SchemaError(
+            "cannot adopt the platform's schema: " + "; ".join(problems) + "; nothing was changed"
+        )
+
+
+def _is_key(column: str) -> bool:
+    return column == "id" or column.endswith("_id") or column == "updated_by"
+
+
+def _uuid_type(kind: str, dialect: str) -> bool:
+    if dialect == "postgresql":
+        return kind == "uuid"
+    # SQLite's type affinity: a declared type naming CHAR, CLOB or TEXT keeps text as text.
+    # UUID (numeric affinity) does too, in practice: no UUID's text reads as a number.
+    declared = kind.upper()
+    return any(word in declared for word in ("CHAR", "CLOB", "TEXT", "UUID"))

@@ -50,6 +50,15 @@ def schema(url: str) -> dict[str, object]:
     return {"tables": tables, "triggers": triggers, "revision": revision}
 
 
+def platform(url: str, *ddl: str) -> None:
+    """The platform's own tables, made by the platform itself."""
+    engine = create_engine(url, create=True)
+    with engine.begin() as conn:
+        for statement in ddl:
+            conn.execute(sa.text(statement))
+    engine.dispose()
+
+
 @BACKENDS
 def test_migrations_equal_the_declared_models(empty_db: str) -> None:
     engine = create_engine(empty_db, create=True)
@@ -129,15 +138,60 @@ def test_existing_platform_tables_are_left_alone(empty_db: str) -> None:
 
 
 @BACKENDS
-def test_a_platform_table_missing_a_rule_column_is_named(empty_db: str) -> None:
-    engine = create_engine(empty_db, create=True)
-    with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE profiles (id VARCHAR(36) PRIMARY KEY, email TEXT)"))
-    with pytest.raises(SchemaError, match=r"profiles lacks .*full_name, role"):
+def test_every_schema_problem_is_named_in_one_error(empty_db: str) -> None:
+    # Given a platform lacking columns the rules read in two tables, and with one integer key
+    uuid, integer = ("uuid", "bigint") if empty_db.startswith("postgresql") else ("TEXT", "INTEGER")
+    platform(
+        empty_db,
+        f"CREATE TABLE profiles (id {uuid} PRIMARY KEY, email TEXT)",
+        f"CREATE TABLE courses (id {integer} PRIMARY KEY, instructor_id {uuid})",
+    )
+    engine = create_engine(empty_db)
+    # When the schema is upgraded
+    with pytest.raises(SchemaError) as refused:
         migrate.upgrade(engine)
-    with engine.connect() as conn:  # nothing of ours was left half-made
-        assert not sa.inspect(conn).has_table("hg_events")
     engine.dispose()
+    # Then one error names every missing column of every table, and the key
+    message = str(refused.value)
+    assert "profiles lacks full_name, role; courses lacks title, updated_by" in message
+    assert f"; courses.id is {integer} (HumanGlue needs" in message
+    assert message.endswith("nothing was changed")
+    assert not [t for t in schema(empty_db)["tables"] if t.startswith("hg_")]
+
+
+@BACKENDS
+def test_a_platform_whose_keys_are_not_uuids_is_refused_before_anything_is_made(
+    empty_db: str,
+) -> None:
+    # Given a platform whose keys are integers (PostgreSQL bigint, SQLite INTEGER)
+    postgres = empty_db.startswith("postgresql")
+    integer = "bigint" if postgres else "INTEGER"
+    platform(
+        empty_db,
+        f"CREATE TABLE profiles (id {integer} PRIMARY KEY, email TEXT NOT NULL, "
+        "full_name TEXT, role TEXT NOT NULL)",
+        f"CREATE TABLE courses (id {integer} PRIMARY KEY, instructor_id {integer} NOT NULL "
+        f"REFERENCES profiles (id), title TEXT NOT NULL, updated_by {integer})",
+        f"CREATE TABLE enrollments (id {integer} PRIMARY KEY, course_id {integer} NOT NULL, "
+        f"student_id {integer} NOT NULL, status TEXT NOT NULL DEFAULT 'active')",
+    )
+    before = schema(empty_db)
+    # When the schema is upgraded
+    proc = hg(empty_db, "db", "upgrade")
+    # Then it is refused in one line naming each table, column and type, and nothing was made
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    needs = "uuid keys" if postgres else "UUID keys, as text on SQLite"
+    assert proc.stderr == (
+        f"humanglue: cannot adopt the platform's schema: profiles.id is {integer}, "
+        f"courses.id is {integer}, courses.instructor_id is {integer}, "
+        f"courses.updated_by is {integer}, enrollments.id is {integer}, "
+        f"enrollments.course_id is {integer}, enrollments.student_id is {integer} "
+        f"(HumanGlue needs {needs}, CONTRACT §5); nothing was changed\n"
+    )  # whole, though longer than the usual one-line error: it names every key
+    after = schema(empty_db)
+    assert after == before and after["triggers"] == [] and after["revision"] is None
+    assert sorted(after["tables"]) == ["courses", "enrollments", "profiles"]  # type: ignore[call-overload]
 
 
 @POSTGRES

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from humanglue_cli.commands.runtime import Group, runtime
+from humanglue_cli.commands.runtime import Group, runtime, status
 
 app = typer.Typer(cls=Group, no_args_is_help=True, help="The database schema.")
 
@@ -19,6 +19,7 @@ def upgrade(ctx: typer.Context) -> None:
     """
     from humanglue_cli.core import migrate
     from humanglue_cli.core.db import create_engine
+    from humanglue_cli.core.errors import SchemaError, exit_code_for
     from humanglue_cli.core.urls import describe
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.WARNING)
@@ -26,6 +27,9 @@ def upgrade(ctx: typer.Context) -> None:
     engine = create_engine(rt.settings.database_url, create=True)
     try:
         before, after = migrate.upgrade(engine)
+    except SchemaError as error:  # names every problem: shown whole, not cut to one screen
+        status(str(error))
+        raise typer.Exit(exit_code_for(error)) from None
     finally:
         engine.dispose()
     where = describe(rt.settings.database_url)

@@ -1,7 +1,8 @@
 """The domain tables (CONTRACT §5) where the platform lacks them, and our own internals.
 
-On a database whose platform tables already exist, those are left as they are: only the
-columns the rules read are checked, and any that is missing is named.
+On a database whose platform tables already exist, those are left as they are: the columns the
+rules read are checked, and the keys must be UUIDs. Every problem is named in one refusal, made
+before anything is created.
 
 Revision ID: 0001
 Create Date: 2026-11-24
@@ -13,10 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from humanglue_cli.core.errors import SchemaError
 from humanglue_cli.core.migrate import under_lock_timeout
-from humanglue_cli.core.models import REQUIRED_COLUMNS
-from migrations._platform import existing_tables
+from migrations._platform import check_adoptable, existing_tables
 
 revision = "0001"
 down_revision = None
@@ -242,15 +241,12 @@ def _platform_tables() -> list[tuple[str, list[sa.SchemaItem], list[tuple[str, l
 
 
 def upgrade() -> None:
-    existing = existing_tables(op.get_bind())
+    bind = op.get_bind()
+    # Everything is checked before anything is created: a refusal names every problem at once.
+    existing = existing_tables(bind)
+    check_adoptable(existing, bind.dialect.name)
     for name, columns, indexes in _platform_tables():
         if name in existing:
-            missing = [c for c in REQUIRED_COLUMNS[name] if c not in existing[name]]
-            if missing:
-                raise SchemaError(
-                    f"the platform's table {name} lacks column(s) the rules read: "
-                    + ", ".join(missing)
-                )
             continue
         referenced = sorted(
             {
