@@ -194,6 +194,30 @@ def test_a_platform_whose_keys_are_not_uuids_is_refused_before_anything_is_made(
     assert sorted(after["tables"]) == ["courses", "enrollments", "profiles"]  # type: ignore[call-overload]
 
 
+@BACKENDS
+def test_upgrade_names_each_table_it_creates_and_adopts(empty_db: str) -> None:
+    # Given a platform that has profiles and courses of its own
+    uuid = "UUID" if empty_db.startswith("postgresql") else "VARCHAR(36)"
+    platform(empty_db, *platform_ddl(uuid))
+    # When the schema is upgraded, twice
+    first, second = hg(empty_db, "db", "upgrade"), hg(empty_db, "db", "upgrade")
+    # Then the first run says, one line each, what it created and what it adopted
+    assert first.returncode == 0, first.stderr
+    lines = first.stderr.splitlines()
+    assert "humanglue: adopted the platform's table profiles (columns checked)" in lines
+    assert (
+        "humanglue: adopted the platform's table courses (columns checked, triggers added)" in lines
+    )
+    for table in ("enrollments", "payments", "notifications", "hg_events", "hg_alembic_version"):
+        assert f"humanglue: created table {table}" in lines
+    assert not [line for line in lines if "profiles" in line and "created" in line]
+    assert lines[-1].endswith(f"upgraded from nothing to {migrate.head_revision()}")
+    assert first.stdout == ""
+    # And the second changes nothing, and says only that
+    assert second.returncode == 0 and len(second.stderr.splitlines()) == 1, second.stderr
+    assert "is current" in second.stderr
+
+
 @POSTGRES
 def test_upgrade_waits_for_a_table_the_platform_holds_exclusively(empty_db: str) -> None:
     # Given the platform's tables, and a platform transaction holding enrollments exclusively

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import typer
 
 from humanglue_cli.commands.runtime import Group, runtime, status
+
+if TYPE_CHECKING:
+    from humanglue_cli.core.migrate import Outcome
 
 app = typer.Typer(cls=Group, no_args_is_help=True, help="The database schema.")
 
@@ -23,17 +27,46 @@ def upgrade(ctx: typer.Context) -> None:
     from humanglue_cli.core.urls import describe
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.WARNING)
-    rt = runtime(ctx)
-    engine = create_engine(rt.settings.database_url, create=True)
+    url = runtime(ctx).settings.database_url
+    engine = create_engine(url, create=True)
     try:
-        before, after = migrate.upgrade(engine)
+        outcome = migrate.run(engine)
     except SchemaError as error:  # names every problem: shown whole, not cut to one screen
         status(str(error))
         raise typer.Exit(exit_code_for(error)) from None
     finally:
         engine.dispose()
-    where = describe(rt.settings.database_url)
-    if before == after:
-        typer.echo(f"schema of {where} is current (revision {after})", err=True)
-    else:
-        typer.echo(f"schema of {where} upgraded from {before or 'nothing'} to {after}", err=True)
+    for line in _report(outcome):
+        status(line)
+    status(_summary(outcome, describe(url)))
+
+
+_PHRASES = {
+    "created": "created table {}",
+    "adopted": "adopted the platform's table {} (columns checked)",
+    "adopted+": "adopted the platform's table {} (columns checked, triggers added)",
+    "triggers": "added triggers to table {}",
+    "column": "added column {}",
+}
+
+
+def _report(outcome: Outcome) -> list[str]:
+    """One line per table created or adopted, and per column or triggers added to another."""
+    created = {name for kind, name in outcome.notes if kind == "created"}
+    adopted = {name for kind, name in outcome.notes if kind == "adopted"}
+    triggered = {name for kind, name in outcome.notes if kind == "triggers"}
+    lines = []
+    for kind, name in outcome.notes:
+        table = name.split(".")[0]
+        if kind in ("triggers", "column") and table in created | adopted:
+            continue  # said already: a table created or adopted in this run
+        phrase = "adopted+" if kind == "adopted" and name in triggered else kind
+        lines.append(_PHRASES[phrase].format(name))
+    return lines
+
+
+def _summary(outcome: Outcome, where: str) -> str:
+    before, after = outcome.before or "nothing", outcome.after
+    if outcome.before == outcome.after:
+        return f"schema of {where} is current (revision {after})"
+    return f"schema of {where} upgraded from {before} to {after}"

@@ -15,8 +15,9 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import sqlalchemy as sa
 
@@ -29,6 +30,11 @@ LOCK_ATTEMPTS = 15
 _LOCK_NOT_AVAILABLE = "55P03"
 log = logging.getLogger("humanglue.migrate")
 
+# What a migration did, for `db upgrade` to report: ("created", table), ("adopted", table) — a
+# platform table that existed and was checked —, ("triggers", table), ("column", "table.column").
+NoteKind = Literal["created", "adopted", "triggers", "column"]
+Note = tuple[NoteKind, str]
+
 
 @dataclass
 class Outcome:
@@ -36,6 +42,7 @@ class Outcome:
 
     before: str | None
     after: str | None
+    notes: list[Note] = field(default_factory=list)
 
 
 class TableBusy(Exception):
@@ -119,10 +126,15 @@ def _attempt(engine: sa.Engine, target: str) -> Outcome:
     with wrap_errors(engine), engine.connect() as conn, conn.begin():
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        had_versions = sa.inspect(conn).has_table(VERSION_TABLE)
         before = _revision(conn)
+        config = _config(conn)  # alembic runs in our transaction: it commits nothing itself
         with under_lock_timeout():
-            command.upgrade(_config(conn), target)  # in our transaction: it commits nothing
-        outcome = Outcome(before, _revision(conn))
+            command.upgrade(config, target)
+        notes: list[Note] = config.attributes.get("notes", [])
+        if not had_versions and sa.inspect(conn).has_table(VERSION_TABLE):
+            notes.insert(0, ("created", VERSION_TABLE))
+        outcome = Outcome(before, _revision(conn), notes)
     return outcome
 
 
@@ -139,3 +151,12 @@ def under_lock_timeout(*tables: str) -> Iterator[None]:
         if getattr(error.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
             raise
         raise TableBusy(" or ".join(tables) or None) from error
+
+
+def note(what: NoteKind, name: str) -> None:
+    """Record, for `db upgrade`'s report, what a migration did to a table (see `Note`)."""
+    from alembic import op
+
+    config = op.get_context().config
+    if config is not None:  # None under a bare `alembic` command line
+        config.attributes.setdefault("notes", []).append((what, name))

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from humanglue_cli.core.migrate import under_lock_timeout
+from humanglue_cli.core.migrate import note, under_lock_timeout
 from migrations._platform import check_adoptable, existing_tables
 
 revision = "0001"
@@ -247,6 +247,7 @@ def upgrade() -> None:
     check_adoptable(existing, bind.dialect.name)
     for name, columns, indexes in _platform_tables():
         if name in existing:
+            note("adopted", name)
             continue
         referenced = sorted(
             {
@@ -258,11 +259,11 @@ def upgrade() -> None:
             & existing.keys()
         )
         with under_lock_timeout(*referenced):  # a foreign key locks the table it references
-            op.create_table(name, *columns)
+            _create_table(name, *columns)
         for index, cols in indexes:
             op.create_index(index, name, cols)
 
-    op.create_table(
+    _create_table(
         "hg_events",
         sa.Column("id", _bigint(), primary_key=True, autoincrement=True),
         sa.Column("kind", sa.Text, nullable=False),
@@ -284,7 +285,7 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'pending'"),
         sqlite_where=sa.text("status = 'pending'"),
     )
-    op.create_table(
+    _create_table(
         "hg_ledger",
         sa.Column("rule", sa.Text, primary_key=True),
         sa.Column("entity_id", sa.Text, primary_key=True),
@@ -292,7 +293,7 @@ def upgrade() -> None:
         sa.Column("recipients", sa.Integer, nullable=False),
         _ts("created_at", nullable=False, default=True),
     )
-    op.create_table(
+    _create_table(
         "hg_workers",
         sa.Column("id", sa.Text, primary_key=True),
         sa.Column("kind", sa.Text, nullable=False),
@@ -302,7 +303,7 @@ def upgrade() -> None:
         _ts("last_seen_at", nullable=False, default=True),
         sa.Column("processed", sa.BigInteger, nullable=False, server_default="0"),
     )
-    op.create_table(
+    _create_table(
         "hg_maintenance_runs",
         sa.Column("id", _bigint(), primary_key=True, autoincrement=True),
         sa.Column("task", sa.Text, nullable=False),
@@ -310,6 +311,11 @@ def upgrade() -> None:
         sa.Column("result", _json(), nullable=False),
         sqlite_autoincrement=True,
     )
+
+
+def _create_table(name: str, *columns: sa.SchemaItem, **kw: object) -> None:
+    op.create_table(name, *columns, **kw)
+    note("created", name)
 
 
 def downgrade() -> None:

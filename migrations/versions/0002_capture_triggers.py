@@ -22,7 +22,7 @@ from typing import NamedTuple
 from alembic import op
 
 from humanglue_cli.core.domain import EventKind
-from humanglue_cli.core.migrate import under_lock_timeout
+from humanglue_cli.core.migrate import note, under_lock_timeout
 from migrations._platform import columns as table_columns
 
 revision = "0002"
@@ -115,6 +115,8 @@ def upgrade() -> None:
         _upgrade_postgres()
     else:
         _upgrade_sqlite()
+    for table in dict.fromkeys([c.table for c in CAPTURES] + ["courses"]):
+        note("triggers", table)
 
 
 def downgrade() -> None:
