@@ -1,10 +1,17 @@
-"""The migrations create exactly the declared models, and respect an existing platform."""
+"""The migrations create exactly the declared models, and respect an existing platform.
+
+`db upgrade` checks everything before it changes anything, names every problem in one
+refusal, says what it creates and adopts, plans without changing anything (`--sql`), and waits
+for a busy platform table without holding up the platform's writes.
+"""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +19,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from humanglue_cli.core import migrate
-from humanglue_cli.core.db import create_engine
+from humanglue_cli.core.db import create_engine, sqlite_path
 from humanglue_cli.core.errors import SchemaError
 from humanglue_cli.core.models import PLATFORM_TABLES, metadata
 from tests.conftest import BACKENDS
@@ -50,6 +57,20 @@ def schema(url: str) -> dict[str, object]:
     return {"tables": tables, "triggers": triggers, "revision": revision}
 
 
+def compare_with_models(url: str) -> list[object]:
+    """What differs between the database's schema and the declared models."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        diff = [
+            d
+            for d in compare_metadata(ctx, metadata)
+            if not (d[0] == "remove_table" and d[1].name == migrate.VERSION_TABLE)
+        ]
+    engine.dispose()
+    return diff
+
+
 def platform(url: str, *ddl: str) -> None:
     """The platform's own tables, made by the platform itself."""
     engine = create_engine(url, create=True)
@@ -63,15 +84,8 @@ def platform(url: str, *ddl: str) -> None:
 def test_migrations_equal_the_declared_models(empty_db: str) -> None:
     engine = create_engine(empty_db, create=True)
     migrate.upgrade(engine)
-    with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-        diff = [
-            d
-            for d in compare_metadata(ctx, metadata)
-            if not (d[0] == "remove_table" and d[1].name == migrate.VERSION_TABLE)
-        ]
     engine.dispose()
-    assert diff == []
+    assert compare_with_models(empty_db) == []
 
 
 @BACKENDS
@@ -216,6 +230,74 @@ def test_upgrade_names_each_table_it_creates_and_adopts(empty_db: str) -> None:
     # And the second changes nothing, and says only that
     assert second.returncode == 0 and len(second.stderr.splitlines()) == 1, second.stderr
     assert "is current" in second.stderr
+
+
+@BACKENDS
+def test_sql_prints_the_ddl_and_creates_nothing(empty_db: str, tmp_path: Path) -> None:
+    # Given a database with nothing in it (on SQLite: no file, not even its directory)
+    url = f"sqlite:///{tmp_path / 'new' / 'hg.db'}" if empty_db.startswith("sqlite") else empty_db
+    before = None if sqlite_path(url) else schema(url)
+    # When the upgrade is planned
+    proc = hg(url, "db", "upgrade", "--sql")
+    # Then the DDL is on stdout, each statement ending in `;`, and nothing was made
+    assert proc.returncode == 0, proc.stderr
+    statements = [s.strip() for s in proc.stdout.split(";\n\n") if s.strip()]
+    assert proc.stdout.endswith(";\n\n") and len(statements) > 20
+    assert "CREATE TABLE profiles (" in proc.stdout and "CREATE TABLE hg_events (" in proc.stdout
+    assert "CREATE TRIGGER hg_enrollment_created" in proc.stdout.replace("IF NOT EXISTS ", "")
+    assert not [s for s in statements if s.split()[0] in ("SELECT", "PRAGMA", "SAVEPOINT", "SET")]
+    assert "would create table profiles" in proc.stderr and "nothing was changed" in proc.stderr
+    if sqlite_path(url):
+        assert not (tmp_path / "new").exists()
+    else:
+        assert schema(url) == before == {"tables": {}, "triggers": [], "revision": None}
+
+
+@BACKENDS
+def test_the_printed_ddl_builds_the_declared_schema(empty_db: str, tmp_path: Path) -> None:
+    # Given the plan for an empty database
+    plan = hg(empty_db, "db", "upgrade", "--sql")
+    assert plan.returncode == 0, plan.stderr
+    # When a DBA applies it by hand
+    path = sqlite_path(empty_db)
+    if path:
+        with sqlite3.connect(path) as conn:
+            conn.executescript(plan.stdout)
+        conn.close()
+    else:
+        engine = create_engine(empty_db)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(plan.stdout)
+        engine.dispose()
+    # Then it is the schema that `db upgrade` makes, and `db upgrade` has nothing left to do
+    assert compare_with_models(empty_db) == []
+    assert len(schema(empty_db)["triggers"]) == 9  # type: ignore[arg-type]
+    again = hg(empty_db, "db", "upgrade")
+    assert again.returncode == 0 and "is current" in again.stderr, again.stderr
+
+
+@BACKENDS
+@pytest.mark.parametrize("revision", ["0001", "head"])
+def test_sql_on_a_migrated_database_changes_nothing(empty_db: str, revision: str) -> None:
+    # Given a database migrated to an older revision, or to the newest
+    engine = create_engine(empty_db, create=True)
+    migrate.upgrade(engine, revision)
+    engine.dispose()
+    before = schema(empty_db)
+    path = sqlite_path(empty_db)
+    file_before = path.read_bytes() if path else None
+    # When the upgrade is planned
+    proc = hg(empty_db, "db", "upgrade", "--sql")
+    # Then it prints what is left to do, and nothing changed
+    assert proc.returncode == 0, proc.stderr
+    assert schema(empty_db) == before
+    assert (path.read_bytes() if path else None) == file_before
+    if revision == "head":
+        assert proc.stdout == "" and "is current" in proc.stderr
+    else:
+        assert "CREATE TRIGGER" in proc.stdout and "ALTER TABLE hg_workers ADD" in proc.stdout
+        assert "CREATE TABLE" not in proc.stdout
+        assert "would add column hg_workers.stopped_at" in proc.stderr
 
 
 @POSTGRES

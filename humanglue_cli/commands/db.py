@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -16,10 +16,15 @@ app = typer.Typer(cls=Group, no_args_is_help=True, help="The database schema.")
 
 
 @app.command()
-def upgrade(ctx: typer.Context) -> None:
+def upgrade(
+    ctx: typer.Context,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="print the DDL it would run, and change nothing")
+    ] = False,
+) -> None:
     """Create or upgrade the schema; running it again changes nothing.
 
-    Example: humanglue --database-url postgresql://localhost/platform db upgrade
+    Example: humanglue --database-url postgresql://db/platform db upgrade --sql
     """
     from humanglue_cli.core import migrate
     from humanglue_cli.core.db import create_engine
@@ -28,29 +33,37 @@ def upgrade(ctx: typer.Context) -> None:
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.WARNING)
     url = runtime(ctx).settings.database_url
-    engine = create_engine(url, create=True)
+    engine = migrate.planning_engine(url) if sql else create_engine(url, create=True)
     try:
-        outcome = migrate.run(engine)
+        outcome = migrate.run(engine, plan=sql)
     except SchemaError as error:  # names every problem: shown whole, not cut to one screen
         status(str(error))
         raise typer.Exit(exit_code_for(error)) from None
     finally:
         engine.dispose()
-    for line in _report(outcome):
+    for statement in outcome.statements:
+        typer.echo(f"{statement};\n")
+    for line in _report(outcome, sql):
         status(line)
-    status(_summary(outcome, describe(url)))
+    status(_summary(outcome, describe(url), sql))
 
 
-_PHRASES = {
-    "created": "created table {}",
-    "adopted": "adopted the platform's table {} (columns checked)",
-    "adopted+": "adopted the platform's table {} (columns checked, triggers added)",
-    "triggers": "added triggers to table {}",
-    "column": "added column {}",
+_PHRASES = {  # (done, planned)
+    "created": ("created table {}", "would create table {}"),
+    "adopted": (
+        "adopted the platform's table {} (columns checked)",
+        "would adopt the platform's table {} (columns checked)",
+    ),
+    "adopted+": (
+        "adopted the platform's table {} (columns checked, triggers added)",
+        "would adopt the platform's table {} (columns checked, triggers to add)",
+    ),
+    "triggers": ("added triggers to table {}", "would add triggers to table {}"),
+    "column": ("added column {}", "would add column {}"),
 }
 
 
-def _report(outcome: Outcome) -> list[str]:
+def _report(outcome: Outcome, planned: bool) -> list[str]:
     """One line per table created or adopted, and per column or triggers added to another."""
     created = {name for kind, name in outcome.notes if kind == "created"}
     adopted = {name for kind, name in outcome.notes if kind == "adopted"}
@@ -61,12 +74,14 @@ def _report(outcome: Outcome) -> list[str]:
         if kind in ("triggers", "column") and table in created | adopted:
             continue  # said already: a table created or adopted in this run
         phrase = "adopted+" if kind == "adopted" and name in triggered else kind
-        lines.append(_PHRASES[phrase].format(name))
+        lines.append(_PHRASES[phrase][planned].format(name))
     return lines
 
 
-def _summary(outcome: Outcome, where: str) -> str:
+def _summary(outcome: Outcome, where: str, planned: bool) -> str:
     before, after = outcome.before or "nothing", outcome.after
     if outcome.before == outcome.after:
         return f"schema of {where} is current (revision {after})"
+    if planned:
+        return f"nothing was changed; the printed DDL upgrades {where} from {before} to {after}"
     return f"schema of {where} upgraded from {before} to {after}"
