@@ -3,33 +3,85 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from humanglue_cli.commands.runtime import Group, runtime
+from humanglue_cli.commands.runtime import Group, runtime, status
+
+if TYPE_CHECKING:
+    from humanglue_cli.core.migrate import Outcome
 
 app = typer.Typer(cls=Group, no_args_is_help=True, help="The database schema.")
 
 
 @app.command()
-def upgrade(ctx: typer.Context) -> None:
+def upgrade(
+    ctx: typer.Context,
+    sql: Annotated[
+        bool, typer.Option("--sql", help="print the DDL it would run, and change nothing")
+    ] = False,
+) -> None:
     """Create or upgrade the schema; running it again changes nothing.
 
-    Example: humanglue --database-url postgresql://localhost/platform db upgrade
+    Example: humanglue --database-url postgresql://db/platform db upgrade --sql
     """
     from humanglue_cli.core import migrate
     from humanglue_cli.core.db import create_engine
+    from humanglue_cli.core.errors import SchemaError, exit_code_for
     from humanglue_cli.core.urls import describe
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.WARNING)
-    rt = runtime(ctx)
-    engine = create_engine(rt.settings.database_url, create=True)
+    url = runtime(ctx).settings.database_url
+    engine = migrate.planning_engine(url) if sql else create_engine(url, create=True)
     try:
-        before, after = migrate.upgrade(engine)
+        outcome = migrate.run(engine, plan=sql)
+    except SchemaError as error:  # names every problem: shown whole, not cut to one screen
+        status(str(error))
+        raise typer.Exit(exit_code_for(error)) from None
     finally:
         engine.dispose()
-    where = describe(rt.settings.database_url)
-    if before == after:
-        typer.echo(f"schema of {where} is current (revision {after})", err=True)
-    else:
-        typer.echo(f"schema of {where} upgraded from {before or 'nothing'} to {after}", err=True)
+    for statement in outcome.statements:
+        typer.echo(f"{statement};\n")
+    for line in _report(outcome, sql):
+        status(line)
+    status(_summary(outcome, describe(url), sql))
+
+
+_PHRASES = {  # (done, planned)
+    "created": ("created table {}", "would create table {}"),
+    "adopted": (
+        "adopted the platform's table {} (columns checked)",
+        "would adopt the platform's table {} (columns checked)",
+    ),
+    "adopted+": (
+        "adopted the platform's table {} (columns checked, triggers added)",
+        "would adopt the platform's table {} (columns checked, triggers to add)",
+    ),
+    "triggers": ("added triggers to table {}", "would add triggers to table {}"),
+    "column": ("added column {}", "would add column {}"),
+}
+
+
+def _report(outcome: Outcome, planned: bool) -> list[str]:
+    """One line per table created or adopted, and per column or triggers added to another."""
+    created = {name for kind, name in outcome.notes if kind == "created"}
+    adopted = {name for kind, name in outcome.notes if kind == "adopted"}
+    triggered = {name for kind, name in outcome.notes if kind == "triggers"}
+    lines = []
+    for kind, name in outcome.notes:
+        table = name.split(".")[0]
+        if kind in ("triggers", "column") and table in created | adopted:
+            continue  # said already: a table created or adopted in this run
+        phrase = "adopted+" if kind == "adopted" and name in triggered else kind
+        lines.append(_PHRASES[phrase][planned].format(name))
+    return lines
+
+
+def _summary(outcome: Outcome, where: str, planned: bool) -> str:
+    before, after = outcome.before or "nothing", outcome.after
+    if outcome.before == outcome.after:
+        return f"schema of {where} is current (revision {after})"
+    if planned:
+        return f"nothing was changed; the printed DDL upgrades {where} from {before} to {after}"
+    return f"schema of {where} upgraded from {before} to {after}"

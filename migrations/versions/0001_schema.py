@@ -1,7 +1,8 @@
 """The domain tables (CONTRACT §5) where the platform lacks them, and our own internals.
 
-On a database whose platform tables already exist, those are left as they are: only the
-columns the rules read are checked, and any that is missing is named.
+On a database whose platform tables already exist, those are left as they are: the columns the
+rules read are checked, and the keys must be UUIDs. Every problem is named in one refusal, made
+before anything is created.
 
 Revision ID: 0001
 Create Date: 2026-11-24
@@ -13,8 +14,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from humanglue_cli.core.errors import SchemaError
-from humanglue_cli.core.models import REQUIRED_COLUMNS
+from humanglue_cli.core.migrate import note, under_lock_timeout
+from migrations._platform import check_adoptable, existing_tables
 
 revision = "0001"
 down_revision = None
@@ -240,23 +241,29 @@ def _platform_tables() -> list[tuple[str, list[sa.SchemaItem], list[tuple[str, l
 
 
 def upgrade() -> None:
-    inspector = sa.inspect(op.get_bind())
-    existing = set(inspector.get_table_names())
+    bind = op.get_bind()
+    # Everything is checked before anything is created: a refusal names every problem at once.
+    existing = existing_tables(bind)
+    check_adoptable(existing, bind.dialect.name)
     for name, columns, indexes in _platform_tables():
         if name in existing:
-            present = {c["name"] for c in inspector.get_columns(name)}
-            missing = [c for c in REQUIRED_COLUMNS[name] if c not in present]
-            if missing:
-                raise SchemaError(
-                    f"the platform's table {name} lacks column(s) the rules read: "
-                    + ", ".join(missing)
-                )
+            note("adopted", name)
             continue
-        op.create_table(name, *columns)
+        referenced = sorted(
+            {
+                key.target_fullname.split(".")[0]
+                for column in columns
+                if isinstance(column, sa.Column)
+                for key in column.foreign_keys
+            }
+            & existing.keys()
+        )
+        with under_lock_timeout(*referenced):  # a foreign key locks the table it references
+            _create_table(name, *columns)
         for index, cols in indexes:
             op.create_index(index, name, cols)
 
-    op.create_table(
+    _create_table(
         "hg_events",
         sa.Column("id", _bigint(), primary_key=True, autoincrement=True),
         sa.Column("kind", sa.Text, nullable=False),
@@ -278,7 +285,7 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'pending'"),
         sqlite_where=sa.text("status = 'pending'"),
     )
-    op.create_table(
+    _create_table(
         "hg_ledger",
         sa.Column("rule", sa.Text, primary_key=True),
         sa.Column("entity_id", sa.Text, primary_key=True),
@@ -286,7 +293,7 @@ def upgrade() -> None:
         sa.Column("recipients", sa.Integer, nullable=False),
         _ts("created_at", nullable=False, default=True),
     )
-    op.create_table(
+    _create_table(
         "hg_workers",
         sa.Column("id", sa.Text, primary_key=True),
         sa.Column("kind", sa.Text, nullable=False),
@@ -296,7 +303,7 @@ def upgrade() -> None:
         _ts("last_seen_at", nullable=False, default=True),
         sa.Column("processed", sa.BigInteger, nullable=False, server_default="0"),
     )
-    op.create_table(
+    _create_table(
         "hg_maintenance_runs",
         sa.Column("id", _bigint(), primary_key=True, autoincrement=True),
         sa.Column("task", sa.Text, nullable=False),
@@ -304,6 +311,11 @@ def upgrade() -> None:
         sa.Column("result", _json(), nullable=False),
         sqlite_autoincrement=True,
     )
+
+
+def _create_table(name: str, *columns: sa.SchemaItem, **kw: object) -> None:
+    op.create_table(name, *columns, **kw)
+    note("created", name)
 
 
 def downgrade() -> None:

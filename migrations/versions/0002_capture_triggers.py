@@ -6,8 +6,9 @@ not NOTIFY: a NOTIFY per platform row takes PostgreSQL's commit lock and halves 
 platform's write throughput (ENGINEERING.md); workers poll the outbox's due index instead
 (bench/capture_overhead.py and bench/wakeup.py measure both).
 
-On PostgreSQL each CREATE TRIGGER runs under a short lock_timeout: if the platform holds a
-table busy, we say so and try again rather than queue behind it and stall its writes.
+Each CREATE TRIGGER runs under the upgrade's short lock_timeout (`under_lock_timeout`): if the
+platform holds a table busy, we say so and try again rather than queue behind it and stall its
+writes.
 
 Revision ID: 0002
 Revises: 0001
@@ -16,25 +17,18 @@ Create Date: 2026-11-24
 
 from __future__ import annotations
 
-import logging
-import time
 from typing import NamedTuple
 
-import sqlalchemy as sa
 from alembic import op
 
 from humanglue_cli.core.domain import EventKind
-from humanglue_cli.core.errors import SchemaError
+from humanglue_cli.core.migrate import note, under_lock_timeout
+from migrations._platform import columns as table_columns
 
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
 depends_on = None
-
-log = logging.getLogger("humanglue.migrate")
-
-LOCK_TIMEOUT = "2s"
-LOCK_ATTEMPTS = 15
 
 
 class Capture(NamedTuple):
@@ -121,6 +115,8 @@ def upgrade() -> None:
         _upgrade_postgres()
     else:
         _upgrade_sqlite()
+    for table in dict.fromkeys([c.table for c in CAPTURES] + ["courses"]):
+        note("triggers", table)
 
 
 def downgrade() -> None:
@@ -139,7 +135,6 @@ def _pg_payload(columns: tuple[str, ...]) -> str:
 
 
 def _upgrade_postgres() -> None:
-    op.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
     for c in CAPTURES:
         op.execute(
             f"CREATE OR REPLACE FUNCTION {c.name}_fn() RETURNS trigger LANGUAGE plpgsql AS $$\n"
@@ -180,32 +175,8 @@ def _upgrade_postgres() -> None:
 
 
 def _pg_create_trigger(table: str, ddl: str) -> None:
-    """CREATE TRIGGER under a short lock_timeout, retried while the platform holds the table."""
-    bind = op.get_bind()
-    for attempt in range(1, LOCK_ATTEMPTS + 1):
-        savepoint = bind.begin_nested()
-        try:
-            bind.exec_driver_sql(ddl)
-        except sa.exc.OperationalError as error:
-            savepoint.rollback()
-            if getattr(error.orig, "sqlstate", None) != "55P03":  # lock_not_available
-                raise
-            log.warning(
-                "waiting for a lock on table %s (busy with platform writes; lock_timeout %s, "
-                "attempt %d of %d)",
-                table,
-                LOCK_TIMEOUT,
-                attempt,
-                LOCK_ATTEMPTS,
-            )
-            time.sleep(min(0.2 * attempt, 2.0))
-            continue
-        savepoint.commit()
-        return
-    raise SchemaError(
-        f"could not lock table {table} to add its trigger after {LOCK_ATTEMPTS} attempts; "
-        "run `humanglue db upgrade` again when platform traffic is lighter"
-    )
+    with under_lock_timeout(table):  # CREATE TRIGGER takes a SHARE ROW EXCLUSIVE lock
+        op.execute(ddl)
 
 
 # --- SQLite -----------------------------------------------------------------------------------
@@ -230,11 +201,7 @@ def _upgrade_sqlite() -> None:
             "END"
         )
     # SQLite has no row-to-JSON: the columns are those the platform's table has today.
-    columns = [
-        col["name"]
-        for col in sa.inspect(op.get_bind()).get_columns("courses")
-        if col["name"] not in _BOOKKEEPING
-    ]
+    columns = [c for c in table_columns(op.get_bind(), "courses") if c not in _BOOKKEEPING]
     differs = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in columns)
     changed = " UNION ALL ".join(f"SELECT '{c}' AS c WHERE NEW.{c} IS NOT OLD.{c}" for c in columns)
     op.execute(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from humanglue_cli.core.migrate import note
+
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
@@ -19,6 +21,7 @@ depends_on = None
 def upgrade() -> None:
     kind = sa.DateTime(timezone=True).with_variant(sa.Text(), "sqlite")
     op.add_column("hg_workers", sa.Column("stopped_at", kind, nullable=True))
+    note("column", "hg_workers.stopped_at")
 
 
 def downgrade() -> None:
