@@ -188,8 +188,9 @@ def test_settings_of_flags_and_config_file_reach_the_celery_worker(
         (by_hand, {"HUMANGLUE_CONFIG": str(config), "HUMANGLUE_BROKER_URL": private_redis.url}),
     ):
         pg_site.sql("DELETE FROM hg_maintenance_runs")
-        worker = Worker(pg_site, program=program, **env).ready(says=" ready.").ready()
-        workers.append(worker)
+        worker = Worker(pg_site, program=program, **env)
+        workers.append(worker)  # killed afterwards whatever happens
+        worker.ready(says=" ready.").ready()
         # When the scheduled cleanup runs in that worker
         Celery(broker=private_redis.url).send_task("humanglue.cleanup", queue="humanglue")
         run = wait_until(lambda: pg_site.sql("SELECT ran_at, result FROM hg_maintenance_runs"))

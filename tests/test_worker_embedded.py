@@ -68,6 +68,8 @@ class Worker:
         try:
             wait_until(up, timeout, every=0.05)
         except AssertionError as error:
+            if self.proc.poll() is None:
+                self.kill()  # never left running by a failed test
             raise AssertionError(f"{error}; the worker's log ends:\n{self.log[-3000:]}") from None
         return self
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -229,6 +229,22 @@ def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
         conn = conn.execution_options(readonly=True)
         with conn.begin():
             yield conn
+
+
+def one_of(
+    conn: sa.Connection, column: sa.ColumnElement[Any], values: Iterable[Any]
+) -> sa.ColumnElement[bool]:
+    """`column IN values`, as one array parameter on PostgreSQL (`= ANY(:values)`).
+
+    The statement's text is then the same whatever the number of values, so the driver parses
+    and the server plans it once, not per batch size (a batch's hot path).
+    """
+    values = list(values)
+    if conn.dialect.name != "postgresql":
+        return column.in_(values)
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return column == sa.any_(sa.bindparam(None, values, type_=ARRAY(column.type)))
 
 
 # --- the database's clock -------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 
@@ -30,12 +31,13 @@ from humanglue_cli.core import db, rules
 from humanglue_cli.core.db import Fault, classify
 from humanglue_cli.core.domain import Event, Needs, Outcome, Unprocessable
 from humanglue_cli.core.errors import first_line
+from humanglue_cli.core.models import UTCDateTime
 from humanglue_cli.core.store import events, ledger, notifications, people
 
 log = logging.getLogger("humanglue.pipeline")
 
 BATCH_SIZE = 500
-LOCK_TIMEOUT = "500ms"
+LOCK_TIMEOUT = "500ms"  # a set_config value: the longest any statement waits for a lock
 CONFLICT_RETRIES = 3
 HELD = "set aside: a row it needs is locked by another transaction"
 
@@ -62,9 +64,16 @@ def _stoppable(fault: Fault) -> bool:
     return fault in (Fault.OUTAGE, Fault.SCHEMA)
 
 
-def _begin(conn: sa.Connection) -> None:
+def _begin(conn: sa.Connection) -> datetime:
+    """Start processing: bound every lock wait (PostgreSQL); returns the database's time."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        query = sa.select(
+            sa.func.set_config("lock_timeout", LOCK_TIMEOUT, True),
+            sa.type_coerce(sa.func.now(), UTCDateTime()),
+        )
+        now: datetime = conn.execute(query).one()[1]
+        return now
+    return db.current_time(conn)
 
 
 def process_batch(engine: sa.Engine, limit: int = BATCH_SIZE) -> BatchResult:
@@ -75,8 +84,8 @@ def process_batch(engine: sa.Engine, limit: int = BATCH_SIZE) -> BatchResult:
         return BatchResult()
     try:
         with engine.begin() as conn:
-            _begin(conn)
-            result = _process(conn, events.lock_claimed(conn, claimed))
+            now = _begin(conn)
+            result = _process(conn, events.lock_claimed(conn, claimed), now)
     except Exception as error:
         if _stoppable(classify(error)):
             raise
@@ -84,13 +93,13 @@ def process_batch(engine: sa.Engine, limit: int = BATCH_SIZE) -> BatchResult:
             "a batch of %d failed (%s): isolating the culprit", len(claimed), first_line(error)
         )
         with engine.begin() as conn:
-            _begin(conn)
-            result = _isolate(conn, events.lock_claimed(conn, claimed))
+            now = _begin(conn)
+            result = _isolate(conn, events.lock_claimed(conn, claimed), now)
     result.claimed = len(claimed)
     return result
 
 
-def _isolate(conn: sa.Connection, batch: list[Event]) -> BatchResult:
+def _isolate(conn: sa.Connection, batch: list[Event], now: datetime) -> BatchResult:
     """Process `batch` in savepoints, halving each part that fails until its culprit is alone."""
     result = BatchResult()
     parts, conflicts = [batch], 0
@@ -100,7 +109,7 @@ def _isolate(conn: sa.Connection, batch: list[Event]) -> BatchResult:
             continue
         try:
             with conn.begin_nested():
-                result += _process(conn, part)
+                result += _process(conn, part, now)
             continue
         except Exception as error:
             fault = classify(error)
@@ -136,12 +145,11 @@ def _fail(conn: sa.Connection, failures: list[tuple[Event, str]]) -> None:
         )
 
 
-def _process(conn: sa.Connection, batch: list[Event]) -> BatchResult:
-    """Apply the rules to locked events, inside the caller's transaction."""
+def _process(conn: sa.Connection, batch: list[Event], now: datetime) -> BatchResult:
+    """Apply the rules to locked events, inside the caller's transaction (`now`: its time)."""
     result = BatchResult()
     if not batch:
         return result
-    now = db.current_time(conn)
     ctx = people.load_context(conn, Needs.merge([rules.needs(e) for e in batch]))
     outcomes: dict[tuple[str, str], tuple[Event, Outcome]] = {}
     failures: list[tuple[Event, str]] = []

@@ -7,6 +7,7 @@ entity", and the notifications to create. No I/O here; the types are in core/dom
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,13 +24,19 @@ from humanglue_cli.core.domain import (
     event_key,
 )
 
+_CANONICAL = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
 
 def _ids(*values: Any) -> frozenset[str]:
     """The values that are ids (UUIDs); anything else is left for its handler to reject."""
     found = set()
     for value in values:
+        text = str(value)
+        if _CANONICAL.fullmatch(text):  # the form the triggers write: no need to parse
+            found.add(text)
+            continue
         try:
-            found.add(str(uuid.UUID(str(value))))
+            found.add(str(uuid.UUID(text)))
         except ValueError:
             continue
     return frozenset(found)

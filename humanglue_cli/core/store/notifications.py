@@ -259,6 +259,7 @@ def insert(conn: sa.Connection, drafts: Sequence[Draft], now: datetime) -> int:
     "newest first" stable."""
     if not drafts:
         return 0
+    stamps = [now + timedelta(microseconds=i) for i in range(len(drafts))]
     rows = [
         {
             "user_id": d.user_id,
@@ -268,12 +269,44 @@ def insert(conn: sa.Connection, drafts: Sequence[Draft], now: datetime) -> int:
             "data": d.data,
             "link": d.link,
             "priority": d.priority,
-            "created_at": now + timedelta(microseconds=i),
+            "created_at": stamp,
         }
-        for i, d in enumerate(drafts)
+        for d, stamp in zip(drafts, stamps, strict=True)
     ]
-    conn.execute(sa.insert(notifications), rows)
+    if conn.dialect.name == "postgresql":
+        batch = json.dumps(rows, default=datetime.isoformat)
+        conn.execute(_PG_INSERT, {"rows": batch})
+    else:
+        conn.execute(sa.insert(notifications), rows)
     return len(rows)
+
+
+def _unnested_insert() -> sa.Insert:
+    """PostgreSQL: a batch's notifications as one JSON parameter, unpacked by the server — one
+    round trip and one statement text whatever the batch size. (An executemany sent a
+    statement per row, 40% of a drain; arrays per column cost as much again in escaping.)"""
+    from sqlalchemy.dialects.postgresql import JSON, JSONB
+
+    columns: list[tuple[str, sa.types.TypeEngine[Any]]] = [
+        ("user_id", sa.Uuid(as_uuid=False)),
+        ("type", sa.Text()),
+        ("title", sa.Text()),
+        ("message", sa.Text()),
+        ("data", JSONB()),
+        ("link", sa.Text()),
+        ("priority", sa.Text()),
+        ("created_at", sa.DateTime(timezone=True)),
+    ]
+    rows = (
+        sa.func.json_to_recordset(sa.cast(sa.bindparam("rows", type_=sa.Text), JSON))
+        .table_valued(*(sa.column(name, kind) for name, kind in columns))
+        .render_derived(with_types=True)
+    )
+    names = [name for name, _ in columns]
+    return sa.insert(notifications).from_select(names, sa.select(*(rows.c[n] for n in names)))
+
+
+_PG_INSERT = _unnested_insert()
 
 
 def fan_out(conn: sa.Connection, audience: Audience, draft: Draft, now: datetime) -> int:

@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from humanglue_cli.core import db
 from humanglue_cli.core.domain import Context, Course, Needs, Person, Workshop
 from humanglue_cli.core.errors import BadInput, NotFound
 from humanglue_cli.core.ids import canonical, is_reference, is_uuid
@@ -113,25 +114,27 @@ def load_context(conn: sa.Connection, needs: Needs) -> Context:
     ctx = Context()
     if needs.workshops:
         query = sa.select(workshops.c.id, workshops.c.title, workshops.c.instructor_id)
-        for w in conn.execute(query.where(workshops.c.id.in_(sorted(needs.workshops)))):
+        in_batch = db.one_of(conn, workshops.c.id, sorted(needs.workshops))
+        for w in conn.execute(query.where(in_batch)):
             ctx.workshops[str(w.id)] = Workshop(str(w.id), w.title, str(w.instructor_id))
     if needs.courses:
         ids = sorted(needs.courses)
         co: dict[str, list[str]] = {}
         links = (
             sa.select(course_instructors)
-            .where(course_instructors.c.course_id.in_(ids))
+            .where(db.one_of(conn, course_instructors.c.course_id, ids))
             .order_by(course_instructors.c.user_id)
         )
         for link in conn.execute(links):
             co.setdefault(str(link.course_id), []).append(str(link.user_id))
         query = sa.select(courses.c.id, courses.c.title, courses.c.instructor_id)
-        for c in conn.execute(query.where(courses.c.id.in_(ids))):
+        for c in conn.execute(query.where(db.one_of(conn, courses.c.id, ids))):
             owner = str(c.instructor_id)
             others = [u for u in co.get(str(c.id), []) if u != owner]
             ctx.courses[str(c.id)] = Course(str(c.id), c.title, (owner, *others))
     if needs.people:
-        for p in conn.execute(sa.select(profiles).where(P.id.in_(sorted(needs.people)))):
+        in_batch = db.one_of(conn, P.id, sorted(needs.people))
+        for p in conn.execute(sa.select(profiles).where(in_batch)):
             ctx.people[str(p.id)] = _person(p)
     return ctx
 
@@ -148,7 +151,7 @@ def lock_recipients(conn: sa.Connection, user_ids: Iterable[str]) -> set[str]:
     wanted = sorted(set(user_ids))
     if not wanted or conn.dialect.name != "postgresql":
         return set()
-    query = sa.select(P.id).where(P.id.in_(wanted)).order_by(P.id)
+    query = sa.select(P.id).where(db.one_of(conn, P.id, wanted)).order_by(P.id)
     got = {
         str(i)
         for i in conn.execute(
