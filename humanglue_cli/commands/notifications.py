@@ -8,7 +8,7 @@ import json
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC
 from typing import TYPE_CHECKING, Annotated
@@ -20,7 +20,7 @@ from humanglue_cli.commands.runtime import Group, Runtime, runtime, status
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
-    from humanglue_cli.core.domain import Person
+    from humanglue_cli.core.domain import Notification, Person
     from humanglue_cli.core.store.notifications import Filters
 
 app = typer.Typer(cls=Group, no_args_is_help=True, help="Your notifications.")
@@ -128,7 +128,7 @@ def list_(
         status(f"more: --cursor {page.next_cursor}")
 
 
-def _course_ids(items: list) -> set[str]:  # type: ignore[type-arg]
+def _course_ids(items: Sequence[Notification]) -> set[str]:
     return {n.course_id for n in items if n.course_id}
 
 

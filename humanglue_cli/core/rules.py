@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from humanglue_cli.core.domain import (
     Audience,
     Context,
+    Course,
     Draft,
     Event,
     EventKind,
     Needs,
     Outcome,
+    Person,
     Unprocessable,
     event_key,
 )
@@ -71,96 +73,90 @@ def _money(cents: int, currency: str) -> str:
     return f"{cents / 100:,.2f} {currency}"
 
 
-def _to_all(ids: tuple[str, ...] | list[str], **kw: Any) -> tuple[Draft, ...]:
-    return tuple(Draft(user_id=uid, **kw) for uid in dict.fromkeys(ids))
+def _notify(
+    rule: str,
+    key: str,
+    recipients: Sequence[str],
+    data: dict[str, Any],
+    title: str,
+    message: str,
+    priority: str = "normal",
+) -> Outcome:
+    """`rule`'s notification (its type is the rule's name) to each recipient, once."""
+    drafts = tuple(
+        Draft(uid, rule, title, message, data, priority=priority)
+        for uid in dict.fromkeys(recipients)
+    )
+    return Outcome(rule, key, drafts)
+
+
+def _course_and_student(e: Event, ctx: Context) -> tuple[Course, Person, dict[str, Any]]:
+    course, student = ctx.course(e.payload["course_id"]), ctx.person(e.payload["student_id"])
+    return course, student, {"course_id": course.id, "student_id": student.id}
 
 
 def enrollment(e: Event, ctx: Context) -> Outcome:
-    course, student = ctx.course(e.payload["course_id"]), ctx.person(e.payload["student_id"])
-    data = {"course_id": course.id, "student_id": student.id, "enrollment_id": e.entity_id}
-    return Outcome(
+    course, student, data = _course_and_student(e, ctx)
+    return _notify(
         "enrollment",
         e.entity_id,
-        _to_all(
-            course.instructor_ids,
-            type="enrollment",
-            data=data,
-            title=f"New enrollment in {course.title}",
-            message=f"{student.name} enrolled in {course.title}.",
-        ),
+        course.instructor_ids,
+        {**data, "enrollment_id": e.entity_id},
+        title=f"New enrollment in {course.title}",
+        message=f"{student.name} enrolled in {course.title}.",
     )
 
 
 def completion(e: Event, ctx: Context) -> Outcome:
-    course, student = ctx.course(e.payload["course_id"]), ctx.person(e.payload["student_id"])
-    data = {"course_id": course.id, "student_id": student.id, "enrollment_id": e.entity_id}
-    return Outcome(
+    course, student, data = _course_and_student(e, ctx)
+    return _notify(
         "course_completion",
         e.entity_id,
-        _to_all(
-            course.instructor_ids,
-            type="course_completion",
-            data=data,
-            title=f"{student.name} completed {course.title}",
-            message=f"{student.name} finished every lesson of {course.title}.",
-        ),
+        course.instructor_ids,
+        {**data, "enrollment_id": e.entity_id},
+        title=f"{student.name} completed {course.title}",
+        message=f"{student.name} finished every lesson of {course.title}.",
     )
 
 
 def registration(e: Event, ctx: Context) -> Outcome:
     ws, person = ctx.workshop(e.payload["workshop_id"]), ctx.person(e.payload["user_id"])
     data = {"workshop_id": ws.id, "user_id": person.id, "registration_id": e.entity_id}
-    return Outcome(
+    return _notify(
         "workshop_registration",
         e.entity_id,
-        _to_all(
-            [ws.instructor_id],
-            type="workshop_registration",
-            data=data,
-            title=f"New registration for {ws.title}",
-            message=f"{person.name} registered for {ws.title}.",
-        ),
+        [ws.instructor_id],
+        data,
+        title=f"New registration for {ws.title}",
+        message=f"{person.name} registered for {ws.title}.",
     )
 
 
 def review(e: Event, ctx: Context) -> Outcome:
-    course, student = ctx.course(e.payload["course_id"]), ctx.person(e.payload["student_id"])
+    course, student, data = _course_and_student(e, ctx)
     rating = int(e.payload["rating"])
     comment = f": “{_quote(e.payload['comment'])}”" if e.payload.get("comment") else "."
-    data = {
-        "course_id": course.id,
-        "student_id": student.id,
-        "review_id": e.entity_id,
-        "rating": rating,
-    }
-    return Outcome(
+    return _notify(
         "review",
         e.entity_id,
-        _to_all(
-            course.instructor_ids,
-            type="review",
-            data=data,
-            title=f"New {rating}★ review of {course.title}",
-            message=f"{student.name} rated {course.title} {rating}/5{comment}",
-            priority="high" if rating <= 2 else "normal",
-        ),
+        course.instructor_ids,
+        {**data, "review_id": e.entity_id, "rating": rating},
+        title=f"New {rating}★ review of {course.title}",
+        message=f"{student.name} rated {course.title} {rating}/5{comment}",
+        priority="high" if rating <= 2 else "normal",
     )
 
 
 def question(e: Event, ctx: Context) -> Outcome:
-    course, student = ctx.course(e.payload["course_id"]), ctx.person(e.payload["student_id"])
-    data = {"course_id": course.id, "student_id": student.id, "question_id": e.entity_id}
-    return Outcome(
+    course, student, data = _course_and_student(e, ctx)
+    return _notify(
         "student_question",
         e.entity_id,
-        _to_all(
-            course.instructor_ids,
-            type="student_question",
-            data=data,
-            title=f"New question in {course.title}",
-            message=f"{student.name} asked: “{_quote(e.payload.get('body'))}”",
-            priority="high",
-        ),
+        course.instructor_ids,
+        {**data, "question_id": e.entity_id},
+        title=f"New question in {course.title}",
+        message=f"{student.name} asked: “{_quote(e.payload.get('body'))}”",
+        priority="high",
     )
 
 
@@ -174,6 +170,7 @@ def payment(e: Event, ctx: Context) -> Outcome:
         "currency": currency,
         "user_id": payer.id,
     }
+    recipients: Sequence[str]
     if p.get("course_id"):
         course = ctx.course(p["course_id"])
         data["course_id"], what, recipients = course.id, course.title, course.instructor_ids
@@ -182,16 +179,13 @@ def payment(e: Event, ctx: Context) -> Outcome:
         data["workshop_id"], what, recipients = ws.id, ws.title, (ws.instructor_id,)
     else:
         return Outcome("payment", e.entity_id)  # bought nothing an instructor owns
-    return Outcome(
+    return _notify(
         "payment",
         e.entity_id,
-        _to_all(
-            recipients,
-            type="payment",
-            data=data,
-            title=f"Payment received for {what}",
-            message=f"{payer.name} paid {_money(cents, currency)} for {what}.",
-        ),
+        recipients,
+        data,
+        title=f"Payment received for {what}",
+        message=f"{payer.name} paid {_money(cents, currency)} for {what}.",
     )
 
 
@@ -204,16 +198,13 @@ def course_update(e: Event, ctx: Context) -> Outcome:
     what = ", ".join(c.replace("_", " ") for c in changed) or "details"
     data = {"course_id": course.id, "updated_by": editor.id, "changed": changed}
     others = [uid for uid in course.instructor_ids if uid != editor.id]
-    return Outcome(
+    return _notify(
         "co_instructor_update",
         key,
-        _to_all(
-            others,
-            type="co_instructor_update",
-            data=data,
-            title=f"{editor.name} updated {course.title}",
-            message=f"{editor.name} changed the {what} of {course.title}.",
-        ),
+        others,
+        data,
+        title=f"{editor.name} updated {course.title}",
+        message=f"{editor.name} changed the {what} of {course.title}.",
     )
 
 
