@@ -130,7 +130,9 @@ def test_an_announcement_that_times_out_does_not_hold_up_an_enrollment(pg_site: 
     pipeline.drain(site.engine)
     # Then the enrollment is delivered within a few seconds; the announcement failed an attempt
     assert site.count("type = 'enrollment'") == 2
-    assert time.monotonic() - started < 5
+    took = time.monotonic() - started
+    print(f"\nenrollment behind a timed-out announcement delivered in {took:.2f}s")
+    assert took < 5
     row = event_row(site, poison)
     assert (row.status, row.attempts) == ("pending", 1)
     assert "statement timeout" in row.last_error
@@ -252,7 +254,7 @@ def test_a_worker_that_dies_between_claim_and_commit_costs_an_attempt(site: Site
     assert pipeline.drain(site.engine).claimed == 0  # leased: not due yet
     due_now(site)
     result = pipeline.drain(site.engine)
-    # Then each is delivered once: suspects go one at a time
+    # Then each is delivered once (one crash is forgiven: they go as a batch again)
     assert (result.processed, result.claimed) == (3, 3)
     assert site.count("type = 'enrollment'") == 6 and site.pending() == 0
 
@@ -275,12 +277,13 @@ def test_an_event_that_kills_every_worker_ends_failed(site: Site) -> None:
 
 def test_a_suspect_is_claimed_alone(site: Site) -> None:
     site.enroll_many(4)
-    with site.engine.begin() as conn:
-        first = events.claim(conn, 1)  # claimed, then abandoned: now a suspect
-    due_now(site)
+    for _ in range(2):  # claimed twice, and abandoned twice: now a suspect
+        with site.engine.begin() as conn:
+            first = events.claim(conn, 1)
+        due_now(site)
     with site.engine.begin() as conn:
         again = events.claim(conn, 10)
-    assert [e.id for e in again] == [first[0].id] and again[0].attempts == 2
+    assert [e.id for e in again] == [first[0].id] and again[0].attempts == 3
     with site.engine.begin() as conn:
         rest = events.claim(conn, 10)
     assert len(rest) == 3 and {e.attempts for e in rest} == {1}

@@ -6,11 +6,13 @@ the rows it claimed (`lock_claimed`), and deletes them, fails them or sets them 
 way of failing counts an attempt — an exception, a timeout, a crash or `kill -9` between the
 two, after which the lease runs out and the event is due again — and MAX_ATTEMPTS bounds them.
 While a worker's processing transaction holds its rows, no other worker can take them (SKIP
-LOCKED), however long it runs; the lease only matters once that transaction is gone.
+LOCKED), however long it runs; the lease covers only the milliseconds between the claim's
+commit and the processing's lock, and after a crash it is how long the events wait.
 
-An event claimed before and never finished ("a suspect": it may crash the worker) is claimed
-alone from its second attempt on, so that it cannot take a batch of innocent events down with
-it again. Due times are the database's clock.
+An event that has been claimed twice without being finished ("a suspect": it may be what
+crashes the worker) is claimed alone from then on, so that it cannot take a batch of innocent
+events down with it again; once is forgiven — a `kill -9` on a deploy strands a whole batch,
+which then goes through at batch speed. Due times are the database's clock.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ E = events.c
 MAX_ATTEMPTS = 5
 BACKOFF_BASE = timedelta(seconds=2)
 BACKOFF_CAP = timedelta(minutes=5)
-LEASE = timedelta(seconds=10)  # a claimed event is due again this long after a crash
+LEASE = timedelta(seconds=3)  # a claimed event is due again this long after a crash
 SET_ASIDE = timedelta(seconds=1)  # an event that met a lock waits this long, attempt refunded
-SUSPECT_AFTER = 2  # from this attempt on, an event is claimed alone
+SUSPECT_AFTER = 3  # from this attempt on, an event is claimed alone
 CRASHED = "the worker stopped while processing it (crash, kill -9 or lost connection)"
 
 
