@@ -5,6 +5,7 @@ A missing service skips its tests on a laptop, and fails them when CI=true (dram
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -74,7 +75,40 @@ def _drop_postgres(name: str) -> None:
     admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_orphan_roles(conn)
     admin.dispose()
+
+
+def drop_orphan_roles(conn: sa.Connection) -> None:
+    """Drop the roles `db upgrade` made for databases that no longer exist (roles are
+    cluster-wide: a dropped test database leaves its roles behind). Logins before groups."""
+    orphans = conn.execute(
+        sa.text(
+            "SELECT r.rolname FROM pg_roles r "
+            "JOIN pg_shdescription d ON d.objoid = r.oid "
+            "AND d.classoid = 'pg_authid'::regclass "
+            "WHERE d.description ~ '^humanglue: .*[(]database oid [0-9]+[)]' "
+            "AND NOT EXISTS (SELECT 1 FROM pg_database b WHERE b.oid::text = "
+            "substring(d.description from '[(]database oid ([0-9]+)[)]')) "
+            "ORDER BY r.rolcanlogin DESC, r.rolname"
+        )
+    ).scalars()
+    for role in orphans:
+        with contextlib.suppress(sa.exc.DBAPIError):  # still in use: a later run drops it
+            conn.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Roles left by databases that the contract suite created and dropped."""
+    url = sa.make_url(PG_ADMIN_URL)
+    if not _port_open(url.host or "127.0.0.1", url.port or 5432):
+        return
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            drop_orphan_roles(conn)
+    finally:
+        admin.dispose()
 
 
 @pytest.fixture

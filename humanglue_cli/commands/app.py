@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 from humanglue_cli import __version__
-from humanglue_cli.commands import db, demo, events, maintenance, notifications, status, worker
+from humanglue_cli.commands import (
+    access,
+    db,
+    demo,
+    events,
+    maintenance,
+    notifications,
+    status,
+    worker,
+)
 from humanglue_cli.commands.runtime import Group, Runtime
 
 app = typer.Typer(
@@ -87,6 +96,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(notifications.app, name="notifications")
 app.add_typer(maintenance.app, name="maintenance")
 app.add_typer(events.app, name="events")
+app.add_typer(access.app, name="access")
 app.command("worker")(worker.worker)
 app.command("beat")(worker.beat)
 app.command("status")(status.status)

@@ -60,6 +60,14 @@ _PHRASES = {  # (done, planned)
     ),
     "triggers": ("added triggers to table {}", "would add triggers to table {}"),
     "column": ("added column {}", "would add column {}"),
+    "policies": (
+        "added row-level security for HumanGlue's people to table {}",
+        "would add row-level security for HumanGlue's people to table {}",
+    ),
+    "roles": (
+        "created roles {0}_people, {0}_operator, {0}_worker and {0}_admin",
+        "would create roles {0}_people, {0}_operator, {0}_worker and {0}_admin",
+    ),
 }
 
 

@@ -124,10 +124,17 @@ def _unexpected(ctx: typer.Context, error: Exception) -> NoReturn:
 
 @dataclass
 class Runtime:
-    """Built by the global options; settings and the engine are resolved on first use."""
+    """Built by the global options; settings and the engine are resolved on first use.
+
+    Once the acting user is known, every transaction the command opens (`read`, `write`) takes
+    that person's identity and, on PostgreSQL, the people's role (see `core/access.py`): what
+    the command reads and changes then passes the database's row-level security.
+    """
 
     flags: dict[str, str | None] = field(default_factory=dict)
     _settings: Settings | None = None
+    _person: Person | None = None
+    _people_role: str | None = None  # on PostgreSQL, when an operator acts as _person
 
     @property
     def settings(self) -> Settings:
@@ -155,6 +162,7 @@ class Runtime:
 
         engine = self.engine
         with wrap_errors(engine), reading(engine) as conn:
+            self._enter(conn)
             yield conn
 
     @contextlib.contextmanager
@@ -164,15 +172,47 @@ class Runtime:
 
         engine = self.engine
         with wrap_errors(engine), engine.begin() as conn:
+            self._enter(conn)
             yield conn
 
     def acting_user(self, conn: sa.Connection) -> Person:
-        """The person the command acts as (CONTRACT §2): exit 2 if none, 3 if unknown."""
-        from humanglue_cli.core.store.people import find_person
+        """The person the command acts as (CONTRACT §2), whose rights the rest of `conn`'s
+        transaction has: exit 2 if none is named, 3 if unknown, 4 if a personal login names
+        someone else."""
+        if self._person is None:
+            self._person, self._people_role = self._resolve(conn)
+        self._enter(conn)
+        return self._person
 
-        if not self.settings.user:
+    def _resolve(self, conn: sa.Connection) -> tuple[Person, str | None]:
+        from humanglue_cli.core import access
+        from humanglue_cli.core.errors import Forbidden
+        from humanglue_cli.core.store.people import find_person
+        from humanglue_cli.core.text import shown
+
+        named = self.settings.user
+        own = access.login_person(conn)
+        if own is not None:  # a personal login: the person is the login, whatever is named
+            person = find_person(conn, own)
+            if named and not _same_person(person, named):
+                raise Forbidden(f"this login acts as {person.email} only, not as {shown(named)}")
+            return person, None
+        if not named:
             raise NoActingUser("no acting user: pass --user EMAIL or set HUMANGLUE_USER")
-        return find_person(conn, self.settings.user)
+        person = find_person(conn, named)
+        roles = access.roles(conn)
+        return person, roles.people if roles is not None else None
+
+    def _enter(self, conn: sa.Connection) -> None:
+        if self._person is not None and self._people_role is not None:
+            from humanglue_cli.core import access
+
+            access.enter(conn, self._people_role, self._person.id)
+
+
+def _same_person(person: Person, named: str) -> bool:
+    text = named.strip().lower()
+    return text in (person.email.lower(), person.id.lower())
 
 
 def runtime(ctx: typer.Context) -> Runtime:

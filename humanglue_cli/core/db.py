@@ -19,7 +19,13 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
-from humanglue_cli.core.errors import HumanGlueError, SchemaError, Unavailable, first_line
+from humanglue_cli.core.errors import (
+    Forbidden,
+    HumanGlueError,
+    SchemaError,
+    Unavailable,
+    first_line,
+)
 from humanglue_cli.core.urls import describe
 
 _ENGINES: dict[str, sa.Engine] = {}
@@ -52,6 +58,7 @@ _PG_OUTAGE = {
 }
 _PG_LOCKED = {"55P03", "55006"}  # lock_not_available (lock_timeout), object_in_use
 _PG_CONFLICT = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+_PG_DENIED = "42501"  # insufficient_privilege: a role's rights, or a policy, refused it
 _PG_SCHEMA = {"42P01", "42703", "3F000", "42883"}  # undefined table/column/schema/function
 # SQLite result codes (primary code names, as sqlite3 reports them in `sqlite_errorname`).
 _SQLITE_OUTAGE = (
@@ -86,6 +93,12 @@ def classify(error: BaseException) -> Fault:
     return Fault.WORK
 
 
+def _sqlstate(error: BaseException) -> str | None:
+    orig = getattr(error, "orig", None) or error
+    sqlstate = getattr(orig, "sqlstate", None)
+    return sqlstate if isinstance(sqlstate, str) else None
+
+
 def _pg_fault(sqlstate: str) -> Fault:
     if sqlstate[:2] in _PG_OUTAGE_CLASSES or sqlstate in _PG_OUTAGE:
         return Fault.OUTAGE
@@ -117,6 +130,8 @@ def wrap_errors(engine: sa.Engine) -> Iterator[None]:
     except HumanGlueError:
         raise
     except Exception as error:
+        if _sqlstate(error) == _PG_DENIED:  # a personal login at an operator's command…
+            raise Forbidden(f"permission denied: {first_line(error)}") from None
         fault = classify(error)
         if fault is Fault.OUTAGE:
             raise unavailable(engine.url, error) from None

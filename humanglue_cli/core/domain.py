@@ -71,6 +71,7 @@ class Person:
     id: str
     name: str
     role: str
+    email: str = ""
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,9 @@ _NOT_DDL = _READS | {"SET", "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE
 log = logging.getLogger("humanglue.migrate")
 
 # What a migration did, for `db upgrade` to report: ("created", table), ("adopted", table) — a
-# platform table that existed and was checked —, ("triggers", table), ("column", "table.column").
-NoteKind = Literal["created", "adopted", "triggers", "column"]
+# platform table that existed and was checked —, ("triggers", table), ("column", "table.column"),
+# ("policies", table) — row-level security —, ("roles", prefix).
+NoteKind = Literal["created", "adopted", "triggers", "column", "policies", "roles"]
 Note = tuple[NoteKind, str]
 
 

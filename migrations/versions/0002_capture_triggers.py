@@ -134,25 +134,27 @@ def _pg_payload(columns: tuple[str, ...]) -> str:
     return "jsonb_build_object(" + ", ".join(f"'{c}', NEW.{c}" for c in columns) + ")"
 
 
-def _upgrade_postgres() -> None:
+def pg_functions(schema: str | None = None) -> list[str]:
+    """The capture functions' DDL. With `schema`, as migration 0004 re-creates them: SECURITY
+    DEFINER with a fixed search_path, so that they write the outbox whatever role writes the
+    platform's table (that role needs no right on `hg_events`)."""
+    target = "hg_events" if schema is None else f'"{schema}".hg_events'
+    header = "" if schema is None else "SECURITY DEFINER SET search_path = pg_catalog, pg_temp "
+    functions = []
     for c in CAPTURES:
-        op.execute(
-            f"CREATE OR REPLACE FUNCTION {c.name}_fn() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+        functions.append(
+            f"CREATE OR REPLACE FUNCTION {_qualified(schema, c.name)}_fn() RETURNS trigger "
+            f"LANGUAGE plpgsql {header}AS $$\n"
             "BEGIN\n"
-            "  INSERT INTO hg_events (kind, entity_id, payload)\n"
+            f"  INSERT INTO {target} (kind, entity_id, payload)\n"
             f"  VALUES ('{c.kind}', NEW.id::text, {_pg_payload(c.columns)});\n"
             "  RETURN NULL;\n"
             "END $$"
         )
-        when = f" WHEN ({c.condition})" if c.condition else ""
-        _pg_create_trigger(
-            c.table,
-            f"CREATE TRIGGER {c.name} AFTER {c.operation} ON {c.table} FOR EACH ROW{when} "
-            f"EXECUTE FUNCTION {c.name}_fn()",
-        )
     skip = " - ".join(f"'{c}'" for c in _BOOKKEEPING)
-    op.execute(
-        f"CREATE OR REPLACE FUNCTION {COURSE_UPDATE}_fn() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+    functions.append(
+        f"CREATE OR REPLACE FUNCTION {_qualified(schema, COURSE_UPDATE)}_fn() RETURNS trigger "
+        f"LANGUAGE plpgsql {header}AS $$\n"
         "DECLARE changed jsonb;\n"
         "BEGIN\n"
         f"  IF NEW.updated_by IS NULL OR (to_jsonb(NEW) - {skip}) = (to_jsonb(OLD) - {skip}) THEN\n"
@@ -161,12 +163,29 @@ def _upgrade_postgres() -> None:
         "  SELECT coalesce(jsonb_agg(n.key ORDER BY n.key), '[]'::jsonb) INTO changed\n"
         "    FROM jsonb_each(to_jsonb(NEW) - " + skip + ") AS n\n"
         "   WHERE n.value IS DISTINCT FROM to_jsonb(OLD) -> n.key;\n"
-        "  INSERT INTO hg_events (kind, entity_id, payload)\n"
+        f"  INSERT INTO {target} (kind, entity_id, payload)\n"
         f"  VALUES ('{EventKind.COURSE_UPDATED}', NEW.id::text,\n"
         "          jsonb_build_object('updated_by', NEW.updated_by, 'changed', changed));\n"
         "  RETURN NULL;\n"
         "END $$"
     )
+    return functions
+
+
+def _qualified(schema: str | None, name: str) -> str:
+    return name if schema is None else f'"{schema}".{name}'
+
+
+def _upgrade_postgres() -> None:
+    for ddl in pg_functions():
+        op.execute(ddl)
+    for c in CAPTURES:
+        when = f" WHEN ({c.condition})" if c.condition else ""
+        _pg_create_trigger(
+            c.table,
+            f"CREATE TRIGGER {c.name} AFTER {c.operation} ON {c.table} FOR EACH ROW{when} "
+            f"EXECUTE FUNCTION {c.name}_fn()",
+        )
     _pg_create_trigger(
         "courses",
         f"CREATE TRIGGER {COURSE_UPDATE} AFTER UPDATE ON courses FOR EACH ROW "

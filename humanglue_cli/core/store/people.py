@@ -18,7 +18,7 @@ P = profiles.c
 
 
 def _person(row: Any) -> Person:
-    return Person(str(row.id), row.full_name or row.email, row.role)
+    return Person(str(row.id), row.full_name or row.email, row.role, row.email)
 
 
 def _by_email(conn: sa.Connection, emails: Sequence[str]) -> dict[str, Person]:
