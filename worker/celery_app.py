@@ -18,6 +18,7 @@ import sys
 from celery import Celery
 from celery.schedules import crontab
 
+from humanglue_cli.core import private
 from humanglue_cli.core.errors import HumanGlueError
 from humanglue_cli.core.settings import Settings, load_settings, state_dir
 
@@ -41,7 +42,7 @@ def _beat_schedule_file() -> str:
     """Beat's state lives in the user state dir, never in the working directory."""
     folder = state_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        private.make_dirs(folder)  # 0700: the schedule is nobody else's business
     except OSError:
         return "celerybeat-schedule"
     return str(folder / "celerybeat-schedule")

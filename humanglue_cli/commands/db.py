@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from humanglue_cli.commands.runtime import Group, runtime, status
+from humanglue_cli.commands.runtime import Group, runtime, status, warn_if_exposed
 
 if TYPE_CHECKING:
     from humanglue_cli.core.migrate import Outcome
@@ -32,7 +32,9 @@ def upgrade(
     from humanglue_cli.core.urls import describe
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.WARNING)
-    url = runtime(ctx).settings.database_url
+    settings = runtime(ctx).settings
+    url = settings.database_url
+    warn_if_exposed(settings)
     engine = migrate.planning_engine(url) if sql else create_engine(url, create=True)
     try:
         outcome = migrate.run(engine, plan=sql)

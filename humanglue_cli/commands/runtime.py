@@ -229,3 +229,18 @@ def is_terminal() -> bool:
 def status(message: str) -> None:
     """A progress or status line on stderr (CONTRACT §3)."""
     typer.echo(f"humanglue: {printable(message, newlines=False)}", err=True)
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    """One line on stderr if the default database may be read by other users.
+
+    Only the default location: a database given by URL is where its owner chose to put it.
+    The file is never changed (core/private).
+    """
+    from humanglue_cli.core import private
+    from humanglue_cli.core.settings import default_database_path, default_database_url
+
+    if settings.database_url == default_database_url():
+        reason = private.exposure(default_database_path())
+        if reason:
+            status(f"warning: {reason}")

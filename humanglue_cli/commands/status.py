@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from humanglue_cli.commands.runtime import is_terminal, runtime
+from humanglue_cli.commands.runtime import is_terminal, runtime, warn_if_exposed
 from humanglue_cli.core.text import printable
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ def status(
 
     settings = runtime(ctx).settings
     checks = health.database_checks(settings.database_url)
+    warn_if_exposed(settings)
     checks.insert(1, broker_check(settings.broker_url))  # both validated: bad ones are exit 2
     report = health.Report(checks)
     if json_out:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 
+from humanglue_cli.core import private
 from humanglue_cli.core.errors import (
     Forbidden,
     HumanGlueError,
@@ -182,7 +183,8 @@ def create_engine(url: str, *, create: bool = False, **kwargs: Any) -> sa.Engine
     """A new engine for `url`.
 
     A SQLite file is opened only if it exists, unless `create` (`db upgrade`, the demo): a
-    read, or a mistyped path, never leaves an empty database behind.
+    read, or a mistyped path, never leaves an empty database behind. What `create` makes is
+    private: the file 0600, a directory 0700 (core/private).
 
     Raises:
         SchemaError: a SQLite file that does not exist, without `create`.
@@ -191,21 +193,23 @@ def create_engine(url: str, *, create: bool = False, **kwargs: Any) -> sa.Engine
     path = sqlite_path(parsed)
     if path is not None:
         if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private.make_dirs(path.parent)
         elif not path.exists():
             raise SchemaError(
                 f"no database at {path}: create it with `humanglue db upgrade` "
                 "(or check --database-url)"
             )
-        mode = "rwc" if create else "rw"
-        target = f"file:{quote(str(path))}?mode={mode}"
-        engine = sa.create_engine(
-            parsed,
-            creator=lambda: sqlite3.connect(
+        target = f"file:{quote(str(path))}?mode=rw"
+
+        def connect() -> sqlite3.Connection:
+            if create:  # 0600 before SQLite opens it (core/private); SQLite says why it cannot
+                with contextlib.suppress(OSError):
+                    private.create_file(path)
+            return sqlite3.connect(
                 target, uri=True, timeout=SQLITE_BUSY_TIMEOUT_MS / 1000, check_same_thread=False
-            ),
-            **kwargs,
-        )
+            )
+
+        engine = sa.create_engine(parsed, creator=connect, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
         return engine

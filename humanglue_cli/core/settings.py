@@ -56,8 +56,12 @@ def state_dir() -> Path:
     return _xdg("XDG_STATE_HOME", ".local/state") / "humanglue"
 
 
+def default_database_path() -> Path:
+    return data_dir() / "humanglue.db"
+
+
 def default_database_url() -> str:
-    return f"sqlite:///{data_dir() / 'humanglue.db'}"
+    return f"sqlite:///{default_database_path()}"
 
 
 def default_config_path() -> Path:
