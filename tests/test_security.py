@@ -371,3 +371,49 @@ def test_least_privilege_logins_for_the_worker_and_the_operator(school: Site) ->
     finally:
         school.sql(f'DROP ROLE "{worker}"')
         school.sql(f'DROP ROLE "{operator}"')
+
+
+def test_a_tail_on_a_personal_login_prints_its_own_only(school: Site) -> None:
+    url = grant(school, "ada")
+    tail = school.spawn("notifications", "tail", "--json", "-n", "0", HUMANGLUE_DATABASE_URL=url)
+    (log,) = school.home.glob("proc-*.log")
+    try:
+        wait_until(lambda: "following" in log.read_text(), timeout=30)
+        notify(school, "bob", "bob's secret")
+        notify(school, "ada", "ada's news")
+        wait_until(lambda: "ada's news" in log.read_text(), timeout=30)
+        notify(school, "cy", "cy's secret")
+        notify(school, "ada", "ada's second")
+        wait_until(lambda: "ada's second" in log.read_text(), timeout=30)
+        assert "secret" not in log.read_text()
+    finally:
+        tail.terminate()
+        tail.wait(timeout=30)
+
+
+def test_a_login_is_nobody_in_another_database(school: Site, tmp_path: Path) -> None:
+    """Logins are cluster-wide roles: one granted here has no rights in another HumanGlue
+    database on the same server, and no identity there."""
+    url = sa.make_url(grant(school, "ada"))
+    other_url, name = _new_postgres()
+    other = Site.create(other_url, tmp_path / "other", "postgres")
+    try:
+        notify(other, "ada", "elsewhere")  # the same email, another database
+        there = url.set(database=sa.make_url(other_url).database)
+        engine = raw(there.render_as_string(hide_password=False))
+        try:
+            with engine.connect() as conn:
+                assert refused(conn, "SELECT * FROM notifications") == "42501"
+                assert refused(conn, "SELECT hg_current_person()") == "42501"
+        finally:
+            engine.dispose()
+        proc = on_login(
+            school, there.render_as_string(hide_password=False), "notifications", "list"
+        )
+        assert proc.returncode == 4, proc.stderr
+    finally:
+        other.close()
+        from humanglue_cli.core.db import dispose_engines
+
+        dispose_engines()
+        _drop_postgres(name)
