@@ -325,4 +325,21 @@ maintenance_runs = sa.Table(
     sqlite_autoincrement=True,
 )
 
+# Settings of this database's own, such as the prefix of its PostgreSQL roles (migration 0004).
+settings = sa.Table(
+    "hg_settings",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+# Personal PostgreSQL logins (`humanglue access grant`): which login is whose. Empty on SQLite.
+logins = sa.Table(
+    "hg_logins",
+    metadata,
+    sa.Column("user_id", UUID, sa.ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("role_name", sa.Text, nullable=False, unique=True),
+    _ts("created_at", nullable=False, default=True),
+)
+
 OWN_TABLES = (events, ledger, workers, maintenance_runs)

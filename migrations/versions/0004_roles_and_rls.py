@@ -85,6 +85,31 @@ def _literal(text: str) -> str:
 
 def upgrade() -> None:
     bind = op.get_bind()
+    # On both backends, so that the schema is one: SQLite's hg_logins stays empty.
+    op.create_table(
+        "hg_settings",
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("value", sa.Text, nullable=False),
+    )
+    note("created", "hg_settings")
+    with under_lock_timeout("profiles"):  # its foreign key locks profiles
+        op.create_table(
+            "hg_logins",
+            sa.Column(
+                "user_id",
+                sa.Uuid(as_uuid=False).with_variant(sa.String(36), "sqlite"),
+                sa.ForeignKey("profiles.id", ondelete="CASCADE"),
+                primary_key=True,
+            ),
+            sa.Column("role_name", sa.Text, nullable=False, unique=True),
+            sa.Column(
+                "created_at",
+                sa.DateTime(timezone=True).with_variant(sa.Text(), "sqlite"),
+                nullable=False,
+                server_default=sa.text("CURRENT_TIMESTAMP"),
+            ),
+        )
+    note("created", "hg_logins")
     if bind.dialect.name != "postgresql":
         return
     schema, database, superuser, createrole = bind.execute(
@@ -109,18 +134,10 @@ def upgrade() -> None:
     oid = bind.execute(sa.text("SELECT oid FROM pg_database WHERE datname = current_database()"))
     database_oid = oid.scalar_one()
 
-    op.execute(f"CREATE TABLE {s}.hg_settings (name text PRIMARY KEY, value text NOT NULL)")
     op.execute(
         f"INSERT INTO {s}.hg_settings (name, value) VALUES "
         f"('role_prefix', {_literal(roles.prefix)})"
     )
-    with under_lock_timeout("profiles"):
-        op.execute(
-            f"CREATE TABLE {s}.hg_logins ("
-            f"user_id uuid PRIMARY KEY REFERENCES {s}.profiles (id) ON DELETE CASCADE, "
-            "role_name text NOT NULL UNIQUE, "
-            "created_at timestamptz NOT NULL DEFAULT now())"
-        )
     _create_roles(roles, database, database_oid, superuser, bind)
     _grant(roles, s)
     _functions(roles, s)
@@ -457,6 +474,8 @@ def _secure(roles: Roles, s: str, bind: sa.Connection) -> list[str]:
 def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
+        op.drop_table("hg_logins")
+        op.drop_table("hg_settings")
         return
     prefix = bind.execute(
         sa.text("SELECT value FROM hg_settings WHERE name = 'role_prefix'")
