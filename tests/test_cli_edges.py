@@ -302,7 +302,10 @@ def test_course_by_id_prefix_or_exact_title(site: Site) -> None:
     assert titles("--course", course[:8]) == [course, course]
     assert titles("--course", course.upper()) == [course, course]
     assert titles("--course", "Deep Listening") == [course, course]
-    assert titles("--course", "Pottery") == []  # a course, not one of ada's notifications
+    # Someone else's course is unknown to ada, as any unknown id is (CONTRACT §3).
+    one_error_line(
+        site.hg("notifications", "list", "--course", "Pottery", user=email("ada"), check=False), 3
+    )
     one_error_line(
         site.hg("notifications", "list", "--course", "", user=email("ada"), check=False), 2
     )
@@ -312,7 +315,9 @@ def test_course_by_id_prefix_or_exact_title(site: Site) -> None:
         ),
         3,
     )
-    site.course("cy", "Deep Listening")  # a second course of that title
+    site.course("cy", "Deep Listening")  # a course of that title that ada does not see
+    assert titles("--course", "Deep Listening") == [course, course]
+    site.course("cy", "Deep Listening", co=("ada",))  # and one that she co-teaches
     line = one_error_line(
         site.hg(
             "notifications", "list", "--course", "Deep Listening", user=email("ada"), check=False

@@ -570,7 +570,7 @@ def load_migration(stem: str) -> ModuleType:
 def test_every_trigger_kind_has_a_handler_and_every_handler_a_source() -> None:
     triggers = load_migration("0002_capture_triggers")
     assert triggers.COURSE_UPDATE  # the course-update trigger, which writes COURSE_UPDATED:
-    for upgrade in (triggers._upgrade_postgres, triggers._upgrade_sqlite):
+    for upgrade in (triggers.pg_functions, triggers._upgrade_sqlite):
         assert "EventKind.COURSE_UPDATED" in inspect.getsource(upgrade), upgrade.__name__
     written = {c.kind for c in triggers.CAPTURES} | {EventKind.COURSE_UPDATED}
     sources = written | domain.ENQUEUED_BY_CODE

@@ -52,12 +52,12 @@ class Narrowing:
     filters: Filters
     course: str | None = None
 
-    def resolve(self, conn: sa.Connection) -> Filters:
+    def resolve(self, conn: sa.Connection, user: Person) -> Filters:
         if self.course is None:
             return self.filters
         from humanglue_cli.core.store import people
 
-        course_id, _ = people.find_course(conn, self.course)
+        course_id, _ = people.find_course(conn, self.course, seen_by=user)
         return replace(self.filters, course_id=course_id)
 
 
@@ -116,7 +116,7 @@ def list_(
     notifications.check_limit(limit)
     with rt.read() as conn:
         user = rt.acting_user(conn)
-        filters = narrowing.resolve(conn)
+        filters = narrowing.resolve(conn, user)
         page = notifications.list_page(conn, user.id, filters, limit, cursor)
         titles = {} if json_out else people.course_titles(conn, _course_ids(page.items))
     if json_out:
@@ -307,7 +307,7 @@ def _delete_matching(rt: Runtime, narrowing: Narrowing, yes: bool) -> int:
 
     with rt.read() as conn:
         user = rt.acting_user(conn)
-        filters = narrowing.resolve(conn)
+        filters = narrowing.resolve(conn, user)
         # Only what exists now: what arrives while a person reads the question is kept.
         counted_at = db.current_time(conn) + timedelta(microseconds=1)
         filters = replace(filters, until=min(filters.until or counted_at, counted_at))

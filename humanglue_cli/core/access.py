@@ -62,16 +62,12 @@ class Roles:
     def admin(self) -> str:
         return f"{self.prefix}_admin"
 
-    def login(self, user_id: str) -> str:
-        """A person's login: unique per database (the prefix) and per person (the id)."""
-        return f"{self.prefix}_u_{user_id.replace('-', '').lower()}"
-
 
 def prefix_for(database: str, taken: set[str]) -> str:
     """A readable role prefix for `database` that no other database's roles use yet.
 
-    At most 27 characters, so that a login (`<prefix>_u_` and 32 hex digits) fits in
-    PostgreSQL's 63.
+    At most 27 characters, so that a login (`<prefix>_u_` and 16 random hex digits) fits in
+    PostgreSQL's 63 with room to spare.
     """
     base = "hg_" + (re.sub(r"[^a-z0-9_]+", "_", database.lower()).strip("_")[:16] or "db")
     candidate = base

@@ -87,8 +87,10 @@ def send(conn: sa.Connection, sender: Person, request: Request) -> int:
         # acts as is an admin (a person's login has no right to the outbox itself).
         return int(
             conn.execute(
-                sa.text("SELECT hg_send_announcement(CAST(:payload AS jsonb))"),
-                {"payload": json.dumps(payload)},
+                sa.text(
+                    "SELECT hg_send_announcement(CAST(:sender AS uuid), CAST(:payload AS jsonb))"
+                ),
+                {"sender": sender.id, "payload": json.dumps(payload)},
             ).scalar_one()
         )
     return events.enqueue(conn, EventKind.ANNOUNCEMENT_SENT, sender.id, payload)

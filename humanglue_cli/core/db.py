@@ -250,6 +250,15 @@ def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
             yield conn
 
 
+def array_of(
+    column: sa.ColumnElement[Any], values: Iterable[Any], name: str | None = None
+) -> sa.BindParameter[Any]:
+    """`values` as one PostgreSQL array parameter of `column`'s type."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return sa.bindparam(name, list(values), type_=ARRAY(column.type))
+
+
 def one_of(
     conn: sa.Connection, column: sa.ColumnElement[Any], values: Iterable[Any]
 ) -> sa.ColumnElement[bool]:

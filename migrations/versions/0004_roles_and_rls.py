@@ -191,9 +191,6 @@ def _grant(roles: Roles, s: str) -> None:
     op.execute(
         f"GRANT INSERT, UPDATE, DELETE ON {s}.notifications, {s}.student_presence TO {staff}"
     )
-    # The worker locks recipients' profiles FOR KEY SHARE (store/people.lock_recipients): a row
-    # lock needs an UPDATE privilege on some column, so the key column, which it never changes.
-    op.execute(f"GRANT UPDATE (id) ON {s}.profiles TO {staff}")
     own = ", ".join(f"{s}.{t}" for t in OWN)
     op.execute(f"REVOKE ALL ON {own}, {s}.hg_settings, {s}.hg_logins FROM PUBLIC")
     op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON {own} TO {staff}")
@@ -229,6 +226,7 @@ def _functions(roles: Roles, s: str) -> None:
 
     def function(signature: str, returns: str, body: str, language: str = "sql") -> None:
         volatility = "STABLE " if language == "sql" else ""
+        language = language.removesuffix("_volatile")
         op.execute(
             f"CREATE FUNCTION {s}.{signature} RETURNS {returns} LANGUAGE {language} "
             f"{volatility}{DEFINER} AS $fn$\n{body}\n$fn$"
@@ -307,6 +305,15 @@ def _functions(roles: Roles, s: str) -> None:
         f"  UNION SELECT instructor_id FROM {s}.workshops\n"
         f"        WHERE id = ANY ({s}.hg_visible_workshops())) AS t WHERE id IS NOT NULL",
     )
+    # The worker locks recipients' profiles FOR KEY SHARE (store/people.lock_recipients): a row
+    # lock would need an UPDATE right on profiles, which the worker is not given.
+    function(
+        "hg_lock_profiles(ids uuid[])",
+        "SETOF uuid",
+        f"SELECT id FROM {s}.profiles WHERE id = ANY (ids) ORDER BY id\nFOR KEY SHARE SKIP LOCKED",
+        language="sql_volatile",
+    )
+    created.append(("hg_lock_profiles(uuid[])", f"{worker}, {operator}"))
     for helper in (
         "hg_is_admin()",
         "hg_taught_courses()",
@@ -317,15 +324,21 @@ def _functions(roles: Roles, s: str) -> None:
     ):
         created.append((helper, f"{people}, {operator}"))
 
-    # An announcement is queued by an admin only: checked here, as the sender is whom the
-    # transaction acts as, never what the payload says.
+    # An announcement is queued by an admin only, checked here: a transaction that acts as
+    # someone (a personal login, an operator's --user) sends as that person and no other; an
+    # operator's session that acts as no one names the sender (operators are trusted).
     function(
-        "hg_send_announcement(payload jsonb)",
+        "hg_send_announcement(sender uuid, payload jsonb)",
         "bigint",
-        f"DECLARE sender uuid := {me}; queued bigint;\n"
+        f"DECLARE acting uuid := {me}; queued bigint;\n"
         "BEGIN\n"
-        f"  IF sender IS NULL OR NOT EXISTS (\n"
-        f"      SELECT 1 FROM {s}.profiles WHERE id = sender AND role = 'admin') THEN\n"
+        "  IF acting IS NULL AND NOT pg_has_role(session_user,\n"
+        f"      {_literal(roles.operator)}, 'MEMBER') OR acting IS DISTINCT FROM sender\n"
+        "      AND acting IS NOT NULL THEN\n"
+        "    RAISE EXCEPTION 'an announcement is sent by whom the transaction acts as'\n"
+        "      USING ERRCODE = '42501';\n"
+        "  END IF;\n"
+        f"  IF NOT EXISTS (SELECT 1 FROM {s}.profiles WHERE id = sender AND role = 'admin') THEN\n"
         "    RAISE EXCEPTION 'only admins send announcements' USING ERRCODE = '42501';\n"
         "  END IF;\n"
         f"  INSERT INTO {s}.hg_events (kind, entity_id, payload)\n"
@@ -336,13 +349,16 @@ def _functions(roles: Roles, s: str) -> None:
         "END",
         language="plpgsql",
     )
-    created.append(("hg_send_announcement(jsonb)", f"{people}, {operator}"))
+    created.append(("hg_send_announcement(uuid, jsonb)", f"{people}, {operator}"))
 
-    login = f"{_literal(roles.prefix + '_u_')} || replace(person::text, '-', '')"
+    # A login's name says nothing of its person (catalogs such as pg_roles and
+    # pg_stat_activity are readable by every role): a random name, kept across re-grants.
+    random_name = f"{_literal(roles.prefix + '_u_')} || substr(md5(gen_random_uuid()::text), 1, 16)"
     function(
         "hg_grant_login(person uuid, verifier text)",
         "text",
-        f"DECLARE login text := {login};\n"
+        f"DECLARE login text := coalesce(\n"
+        f"  (SELECT role_name FROM {s}.hg_logins WHERE user_id = person), {random_name});\n"
         "BEGIN\n"
         "  IF verifier IS NULL OR verifier !~\n"
         "      '^SCRAM-SHA-256\\$[0-9]+:[A-Za-z0-9+/=]+\\$[A-Za-z0-9+/=]+:[A-Za-z0-9+/=]+$' THEN\n"
@@ -356,7 +372,7 @@ def _functions(roles: Roles, s: str) -> None:
         "                   'NOREPLICATION NOBYPASSRLS PASSWORD %L IN ROLE %I',\n"
         f"                   login, verifier, {_literal(roles.people)});\n"
         "    EXECUTE format('COMMENT ON ROLE %I IS %L', login, format(\n"
-        "      'humanglue: personal login of %s (database oid %s)', person,\n"
+        "      'humanglue: personal login (database oid %s)',\n"
         "      (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())));\n"
         "  END IF;\n"
         f"  INSERT INTO {s}.hg_logins (user_id, role_name) VALUES (person, login)\n"
@@ -381,7 +397,8 @@ def _functions(roles: Roles, s: str) -> None:
         "    EXECUTE format('ALTER ROLE %I NOLOGIN', login);\n"
         "    SELECT count(*) INTO ended FROM (SELECT pid FROM pg_catalog.pg_stat_activity\n"
         "     WHERE usename = login OFFSET 0) AS mine  -- OFFSET 0: filter first, then end\n"
-        "     WHERE pg_catalog.pg_terminate_backend(mine.pid);\n"
+        "     WHERE pg_catalog.pg_terminate_backend(mine.pid, 5000);\n"
+        "    -- (waiting up to 5 s for each to exit: its temporary tables would block the drop)\n"
         "    EXECUTE format('DROP ROLE %I', login);\n"
         "  END IF;\n"
         "  RETURN ended;\n"
@@ -449,11 +466,13 @@ def _secure(roles: Roles, s: str, bind: sa.Connection) -> list[str]:
         using, check = restrict[table]
         with under_lock_timeout(table):  # ALTER TABLE and CREATE POLICY lock the table
             if had.get(table):
-                # Its own policies already decide for every other role: let the people's group
-                # through to ours, and change nothing for anyone else.
+                # Its own policies already decide for every other role: let HumanGlue's groups
+                # through (the people's to its restrictive policy below), and change nothing
+                # for anyone else.
                 op.execute(
-                    f"CREATE POLICY hg_people_base ON {s}.{table} AS PERMISSIVE FOR ALL "
-                    f"TO {people} USING (true) WITH CHECK (true)"
+                    f"CREATE POLICY hg_humanglue_base ON {s}.{table} AS PERMISSIVE FOR ALL "
+                    f"TO {people}, {_ident(roles.worker)}, {_ident(roles.operator)} "
+                    "USING (true) WITH CHECK (true)"
                 )
             else:
                 # Everyone who could see every row still can: row-level security changes
@@ -486,7 +505,7 @@ def downgrade() -> None:
     roles = Roles(prefix)
     for table in SECURED:
         op.execute(f"DROP POLICY IF EXISTS hg_people_own ON {table}")
-        op.execute(f"DROP POLICY IF EXISTS hg_people_base ON {table}")
+        op.execute(f"DROP POLICY IF EXISTS hg_humanglue_base ON {table}")
         op.execute(f"DROP POLICY IF EXISTS hg_everyone ON {table}")
     for table in filter(None, enabled.split(",")):
         op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
@@ -499,7 +518,8 @@ def downgrade() -> None:
     op.execute("DROP TABLE hg_logins")
     op.execute("DROP TABLE hg_settings")
     for signature in (
-        "hg_send_announcement(jsonb)",
+        "hg_send_announcement(uuid, jsonb)",
+        "hg_lock_profiles(uuid[])",
         "hg_visible_people()",
         "hg_visible_workshops()",
         "hg_visible_courses()",

@@ -11,7 +11,13 @@ from humanglue_cli.core import db
 from humanglue_cli.core.domain import Context, Course, Needs, Person, Workshop
 from humanglue_cli.core.errors import BadInput, NotFound
 from humanglue_cli.core.ids import canonical, is_reference, is_uuid
-from humanglue_cli.core.models import course_instructors, courses, profiles, workshops
+from humanglue_cli.core.models import (
+    course_instructors,
+    courses,
+    enrollments,
+    profiles,
+    workshops,
+)
 from humanglue_cli.core.text import shown
 
 P = profiles.c
@@ -69,9 +75,10 @@ def find_people(conn: sa.Connection, emails: Iterable[str]) -> list[Person]:
     return list({p.id: p for p in (found[e.strip()] for e in wanted)}.values())
 
 
-def find_course(conn: sa.Connection, ref: str) -> tuple[str, str]:
+def find_course(conn: sa.Connection, ref: str, seen_by: Person | None = None) -> tuple[str, str]:
     """(id, title) of a course given as people see it: an id, a unique id prefix (8+
-    characters), or its exact title.
+    characters), or its exact title — among the courses `seen_by` teaches or takes (an admin:
+    all), the same ones on both backends (PostgreSQL's row-level security also enforces it).
 
     Raises:
         BadInput: empty, or ambiguous (the candidates named).
@@ -81,6 +88,9 @@ def find_course(conn: sa.Connection, ref: str) -> tuple[str, str]:
     if not text:
         raise BadInput("--course: give a course id (8+ characters of it) or its exact title")
     matches: Sequence[Any] = []
+    # On PostgreSQL the transaction has the person's rights: the policies pick the courses
+    # (and a person's role may not read enrollments to pick them here).
+    seen = _seen(seen_by) if conn.dialect.name != "postgresql" else []
     if is_reference(text):
         key = text.lower()
         cond = (
@@ -88,16 +98,36 @@ def find_course(conn: sa.Connection, ref: str) -> tuple[str, str]:
             if len(key) == 36
             else sa.cast(courses.c.id, sa.String).like(key + "%")
         )
-        matches = conn.execute(sa.select(courses.c.id, courses.c.title).where(cond).limit(4)).all()
+        query = sa.select(courses.c.id, courses.c.title).where(cond, *seen)
+        matches = conn.execute(query.limit(4)).all()
     if not matches:
-        query = sa.select(courses.c.id, courses.c.title).where(courses.c.title == text).limit(4)
-        matches = conn.execute(query).all()
+        query = sa.select(courses.c.id, courses.c.title).where(courses.c.title == text, *seen)
+        matches = conn.execute(query.limit(4)).all()
     if not matches:
         raise NotFound(f"no course {shown(text)}")
     if len(matches) > 1:
         listed = ", ".join(f"{str(m.id)[:8]} {shown(m.title, 40)}" for m in matches[:3])
         raise BadInput(f"--course {shown(text)} is ambiguous: {listed}; give the id")
     return str(matches[0].id), matches[0].title
+
+
+def _seen(person: Person | None) -> list[sa.ColumnElement[bool]]:
+    """The courses `person` teaches, co-teaches or takes (no condition for an admin)."""
+    if person is None or person.role == "admin":
+        return []
+    return [
+        sa.or_(
+            courses.c.instructor_id == person.id,
+            courses.c.id.in_(
+                sa.select(course_instructors.c.course_id).where(
+                    course_instructors.c.user_id == person.id
+                )
+            ),
+            courses.c.id.in_(
+                sa.select(enrollments.c.course_id).where(enrollments.c.student_id == person.id)
+            ),
+        )
+    ]
 
 
 def course_titles(conn: sa.Connection, course_ids: Iterable[str]) -> dict[str, str]:
@@ -151,13 +181,12 @@ def lock_recipients(conn: sa.Connection, user_ids: Iterable[str]) -> set[str]:
     wanted = sorted(set(user_ids))
     if not wanted or conn.dialect.name != "postgresql":
         return set()
-    query = sa.select(P.id).where(db.one_of(conn, P.id, wanted)).order_by(P.id)
-    got = {
-        str(i)
-        for i in conn.execute(
-            query.with_for_update(read=True, key_share=True, skip_locked=True)
-        ).scalars()
-    }
+    # Through a SECURITY DEFINER function (migration 0004): a row lock needs an UPDATE right,
+    # which the worker's role is not given on the platform's profiles.
+    locked = sa.text("SELECT id FROM hg_lock_profiles(:ids) AS id").bindparams(
+        db.array_of(P.id, wanted, "ids")
+    )
+    got = {str(i) for i in conn.execute(locked).scalars()}
     missing = [u for u in wanted if u not in got]
     if not missing:
         return set()
