@@ -419,3 +419,86 @@ def test_a_login_is_nobody_in_another_database(school: Site, tmp_path: Path) -> 
 
         dispose_engines()
         _drop_postgres(name)
+
+
+def test_a_deleted_persons_login_can_no_longer_log_in(school: Site) -> None:
+    url = grant(school, "sam")
+    engine = raw(url)
+    session = engine.connect()
+    try:
+        assert session.execute(sa.text("SELECT 1")).scalar() == 1
+        with school.engine.begin() as conn:  # the platform deletes the profile, as it may
+            for table, column in (("enrollments", "student_id"), ("student_presence", "user_id")):
+                conn.execute(
+                    sa.text(f"DELETE FROM {table} WHERE {column} = :u"), {"u": school.people["sam"]}
+                )
+            conn.execute(sa.text("DELETE FROM profiles WHERE id = :u"), {"u": school.people["sam"]})
+        with pytest.raises(sa.exc.OperationalError):
+            session.execute(sa.text("SELECT 1"))
+    finally:
+        session.close()
+        engine.dispose()
+    proc = on_login(school, url, "notifications", "list")
+    assert proc.returncode == 5 and "not permitted to log in" in proc.stderr, proc.stderr
+
+
+def test_a_table_with_its_own_row_level_security_keeps_its_policies(tmp_path: Path) -> None:
+    """Where the platform had row-level security already, its policies still decide for its
+    roles; HumanGlue's groups get through to theirs (the worker writes, a person sees own)."""
+    from humanglue_cli.core import migrate
+    from humanglue_cli.core.db import create_engine
+
+    url, name = _new_postgres()
+    role = f"platform_{new_id()[:8]}"
+    engine = create_engine(url)
+    try:
+        migrate.upgrade(engine, "0003")
+        site = Site(url, tmp_path, "postgres", engine)
+        for who, kind in (("ada", "instructor"), ("stu", "student")):
+            site.person(who, kind)
+        site.people["course"] = site.course("ada", "Deep Listening")
+        notify(site, "ada", "seen", kind="enrollment")
+        notify(site, "ada", "hidden from the platform role", kind="payment")
+        site.sql(f'CREATE ROLE "{role}" LOGIN')
+        site.sql(f'GRANT SELECT, INSERT ON notifications TO "{role}"')
+        site.sql("ALTER TABLE notifications ENABLE ROW LEVEL SECURITY")
+        site.sql(
+            f"CREATE POLICY platform_own ON notifications TO \"{role}\" USING (type <> 'payment')"
+        )
+        platform_url = sa.make_url(url).set(username=role).render_as_string(hide_password=False)
+
+        def platform_sees() -> int:
+            platform = raw(platform_url)
+            try:
+                with platform.connect() as conn:
+                    return int(
+                        conn.execute(sa.text("SELECT count(*) FROM notifications")).scalar_one()
+                    )
+            finally:
+                platform.dispose()
+
+        assert platform_sees() == 1
+        migrate.upgrade(engine)
+        assert platform_sees() == 1  # its own policy, unchanged
+        prefix = site.sql("SELECT value FROM hg_settings WHERE name = 'role_prefix'")[0][0]
+        worker = f"w_{new_id()[:8]}"
+        site.sql(f'CREATE ROLE "{worker}" LOGIN IN ROLE "{prefix}_worker"')
+        try:
+            site.enroll("stu")
+            as_worker = sa.make_url(url).set(username=worker).render_as_string(hide_password=False)
+            proc = site.hg("worker", "--burst", "--json", HUMANGLUE_DATABASE_URL=as_worker)
+            assert json.loads(proc.stdout) == {"processed": 1, "failed": 0}
+            assert site.count("type = 'enrollment'") == 2
+            assert platform_sees() == 2
+            personal = grant(site, "ada")
+            listed = site.hg("notifications", "list", "--json", HUMANGLUE_DATABASE_URL=personal)
+            assert len(json.loads(listed.stdout)["items"]) == 3  # all hers, payments too
+        finally:
+            site.sql(f'DROP ROLE "{worker}"')
+    finally:
+        engine.dispose()
+        from humanglue_cli.core.db import dispose_engines
+
+        dispose_engines()
+        _drop_postgres(name)
+        _drop_role(role)

@@ -389,7 +389,7 @@ def _functions(roles: Roles, s: str) -> None:
         "integer",
         "DECLARE login text; ended integer := 0;\n"
         "BEGIN\n"
-        f"  DELETE FROM {s}.hg_logins WHERE user_id = person RETURNING role_name INTO login;\n"
+        f"  SELECT role_name INTO login FROM {s}.hg_logins WHERE user_id = person FOR UPDATE;\n"
         "  IF login IS NULL THEN\n"
         "    RETURN NULL;\n"
         "  END IF;\n"
@@ -401,6 +401,7 @@ def _functions(roles: Roles, s: str) -> None:
         "    -- (waiting up to 5 s for each to exit: its temporary tables would block the drop)\n"
         "    EXECUTE format('DROP ROLE %I', login);\n"
         "  END IF;\n"
+        f"  DELETE FROM {s}.hg_logins WHERE user_id = person;  -- its role gone: hg_login_gone\n"
         "  RETURN ended;\n"
         "END",
         language="plpgsql",
@@ -419,7 +420,32 @@ def _functions(roles: Roles, s: str) -> None:
         "END",
         language="plpgsql",
     )
-    for signature in ("hg_grant_login(uuid, text)", "hg_revoke_login(uuid)", "hg_end_sessions()"):
+    # A login whose mapping goes (its profile deleted by the platform: the foreign key
+    # cascades) can no longer log in, and its sessions end, in the deleting transaction.
+    function(
+        "hg_login_gone()",
+        "trigger",
+        "BEGIN\n"
+        "  IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = OLD.role_name) THEN\n"
+        "    EXECUTE format('ALTER ROLE %I NOLOGIN', OLD.role_name);\n"
+        "    PERFORM pg_catalog.pg_terminate_backend(gone.pid) FROM (\n"
+        "      SELECT pid FROM pg_catalog.pg_stat_activity WHERE usename = OLD.role_name\n"
+        "      OFFSET 0) AS gone;\n"
+        "  END IF;\n"
+        "  RETURN NULL;\n"
+        "END",
+        language="plpgsql",
+    )
+    op.execute(
+        f"CREATE TRIGGER hg_login_gone AFTER DELETE ON {s}.hg_logins FOR EACH ROW "
+        f"EXECUTE FUNCTION {s}.hg_login_gone()"
+    )
+    for signature in (
+        "hg_grant_login(uuid, text)",
+        "hg_revoke_login(uuid)",
+        "hg_end_sessions()",
+        "hg_login_gone()",
+    ):
         op.execute(f"ALTER FUNCTION {s}.{signature} OWNER TO {admin}")
         created.append((signature, operator))
     for signature, who in created:
@@ -513,11 +539,12 @@ def downgrade() -> None:
         op.execute(f"DROP ROLE IF EXISTS {_ident(login)}")
     for ddl in _0002.pg_functions():  # as 0002 made them: SECURITY INVOKER
         op.execute(ddl)
+    op.execute("DROP TABLE hg_logins")  # and its trigger, before its function goes
     for group in (roles.admin, roles.operator, roles.worker, roles.people):
         op.execute(f"DROP OWNED BY {_ident(group)}")  # its privileges here, and what it owns
-    op.execute("DROP TABLE hg_logins")
     op.execute("DROP TABLE hg_settings")
     for signature in (
+        "hg_login_gone()",
         "hg_send_announcement(uuid, jsonb)",
         "hg_lock_profiles(uuid[])",
         "hg_visible_people()",
