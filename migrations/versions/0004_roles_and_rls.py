@@ -225,7 +225,9 @@ def _functions(roles: Roles, s: str) -> None:
     created: list[tuple[str, str]] = []  # (signature, who may execute)
 
     def function(signature: str, returns: str, body: str, language: str = "sql") -> None:
-        volatility = "STABLE " if language == "sql" else ""
+        # PARALLEL RESTRICTED: a policy that calls them keeps parallel plans (run in the
+        # leader, where the session's identity is); the default, UNSAFE, would forbid them.
+        volatility = "STABLE PARALLEL RESTRICTED " if language == "sql" else ""
         language = language.removesuffix("_volatile")
         op.execute(
             f"CREATE FUNCTION {s}.{signature} RETURNS {returns} LANGUAGE {language} "
@@ -267,7 +269,7 @@ def _functions(roles: Roles, s: str) -> None:
     )
     taught_workshops = (
         f"SELECT id FROM {s}.workshops WHERE instructor_id = {me}\n"
-        f"   OR course_id = ANY ({s}.hg_taught_courses())"
+        f"   OR course_id = ANY ((SELECT {s}.hg_taught_courses())::uuid[])"
     )
     function(
         "hg_taught_workshops()",
@@ -295,15 +297,16 @@ def _functions(roles: Roles, s: str) -> None:
         f"SELECT coalesce(array_agg(id), '{{}}') FROM (\n"
         f"  SELECT {me} AS id\n"
         f"  UNION SELECT student_id FROM {s}.enrollments\n"
-        f"        WHERE course_id = ANY ({s}.hg_taught_courses())\n"
+        f"        WHERE course_id = ANY ((SELECT {s}.hg_taught_courses())::uuid[])\n"
         f"  UNION SELECT user_id FROM {s}.workshop_registrations\n"
-        f"        WHERE workshop_id = ANY ({s}.hg_taught_workshops())\n"
+        f"        WHERE workshop_id = ANY ((SELECT {s}.hg_taught_workshops())::uuid[])\n"
         f"  UNION SELECT instructor_id FROM {s}.courses\n"
-        f"        WHERE id = ANY ({s}.hg_visible_courses())\n"
+        f"        WHERE id = ANY ((SELECT {s}.hg_visible_courses())::uuid[])\n"
         f"  UNION SELECT user_id FROM {s}.course_instructors\n"
-        f"        WHERE course_id = ANY ({s}.hg_visible_courses())\n"
+        f"        WHERE course_id = ANY ((SELECT {s}.hg_visible_courses())::uuid[])\n"
         f"  UNION SELECT instructor_id FROM {s}.workshops\n"
-        f"        WHERE id = ANY ({s}.hg_visible_workshops())) AS t WHERE id IS NOT NULL",
+        f"        WHERE id = ANY ((SELECT {s}.hg_visible_workshops())::uuid[]))\n"
+        "  AS t WHERE id IS NOT NULL",
     )
     # The worker locks recipients' profiles FOR KEY SHARE (store/people.lock_recipients): a row
     # lock would need an UPDATE right on profiles, which the worker is not given.

@@ -139,7 +139,13 @@ def list_page(
     conds = filters.where(user_id)
     if cursor:
         stamp, ident = decode_cursor(cursor, filters)
-        conds.append(sa.or_(N.created_at < stamp, sa.and_(N.created_at == stamp, N.id < ident)))
+        # A row comparison, which the (user_id, created_at, id) index takes as its bound: a
+        # page deep in the past costs what the first does (an OR of the two is a filter).
+        bound = sa.tuple_(
+            sa.bindparam(None, stamp, type_=N.created_at.type),
+            sa.bindparam(None, ident, type_=N.id.type),
+        )
+        conds.append(sa.tuple_(N.created_at, N.id) < bound)
     query = sa.select(notifications).where(*conds).order_by(N.created_at.desc(), N.id.desc())
     rows = conn.execute(query.limit(limit + 1)).all()
     items = [_row(r) for r in rows[:limit]]
