@@ -544,6 +544,14 @@ def main() -> None:
             conn.execute(sa.text(f'CREATE DATABASE "{dbs.after}" TEMPLATE "{dbs.before}"'))
         upgraded(after, "head")
         print(f"  copied and upgraded in {time.perf_counter() - start:.1f} s", flush=True)
+        # The worker of today locks recipients through 0004's hg_lock_profiles: "before" gets
+        # the same statement as a plain function (what the worker ran inline before 0004).
+        with psycopg.connect(libpq(before), autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION hg_lock_profiles(ids uuid[]) RETURNS SETOF uuid LANGUAGE sql "
+                "AS $$ SELECT id FROM profiles WHERE id = ANY (ids) ORDER BY id "
+                "FOR KEY SHARE SKIP LOCKED $$"
+            )
         _, granted = cli(after, "access", "grant", EMAIL, "--json", user=None)
         with psycopg.connect(libpq(after)) as conn:
             prefix = conn.execute(

@@ -290,23 +290,27 @@ def _functions(roles: Roles, s: str) -> None:
         f"  SELECT unnest({s}.hg_taught_workshops()) AS id\n"
         f"  UNION SELECT workshop_id FROM {s}.workshop_registrations WHERE user_id = {me}) AS t",
     )
-    # Oneself; one's students; the instructors of what one takes.
+
+    # Oneself; one's students; the instructors of what one takes. A check of one profile, not
+    # a list of all: reading a profile (the CLI finds its person) costs one index probe per
+    # table, however many students one has.
+    def taught(fn: str) -> str:
+        return f"ANY ((SELECT {s}.{fn}())::uuid[])"
+
     function(
-        "hg_visible_people()",
-        "uuid[]",
-        f"SELECT coalesce(array_agg(id), '{{}}') FROM (\n"
-        f"  SELECT {me} AS id\n"
-        f"  UNION SELECT student_id FROM {s}.enrollments\n"
-        f"        WHERE course_id = ANY ((SELECT {s}.hg_taught_courses())::uuid[])\n"
-        f"  UNION SELECT user_id FROM {s}.workshop_registrations\n"
-        f"        WHERE workshop_id = ANY ((SELECT {s}.hg_taught_workshops())::uuid[])\n"
-        f"  UNION SELECT instructor_id FROM {s}.courses\n"
-        f"        WHERE id = ANY ((SELECT {s}.hg_visible_courses())::uuid[])\n"
-        f"  UNION SELECT user_id FROM {s}.course_instructors\n"
-        f"        WHERE course_id = ANY ((SELECT {s}.hg_visible_courses())::uuid[])\n"
-        f"  UNION SELECT instructor_id FROM {s}.workshops\n"
-        f"        WHERE id = ANY ((SELECT {s}.hg_visible_workshops())::uuid[]))\n"
-        "  AS t WHERE id IS NOT NULL",
+        "hg_may_see_person(person uuid)",
+        "boolean",
+        f"SELECT person = {me}\n"
+        f"  OR EXISTS (SELECT 1 FROM {s}.enrollments WHERE student_id = person\n"
+        f"             AND course_id = {taught('hg_taught_courses')})\n"
+        f"  OR EXISTS (SELECT 1 FROM {s}.workshop_registrations WHERE user_id = person\n"
+        f"             AND workshop_id = {taught('hg_taught_workshops')})\n"
+        f"  OR EXISTS (SELECT 1 FROM {s}.courses WHERE instructor_id = person\n"
+        f"             AND id = {taught('hg_visible_courses')})\n"
+        f"  OR EXISTS (SELECT 1 FROM {s}.course_instructors WHERE user_id = person\n"
+        f"             AND course_id = {taught('hg_visible_courses')})\n"
+        f"  OR EXISTS (SELECT 1 FROM {s}.workshops WHERE instructor_id = person\n"
+        f"             AND id = {taught('hg_visible_workshops')})",
     )
     # The worker locks recipients' profiles FOR KEY SHARE (store/people.lock_recipients): a row
     # lock would need an UPDATE right on profiles, which the worker is not given.
@@ -323,7 +327,7 @@ def _functions(roles: Roles, s: str) -> None:
         "hg_taught_workshops()",
         "hg_visible_courses()",
         "hg_visible_workshops()",
-        "hg_visible_people()",
+        "hg_may_see_person(uuid)",
     ):
         created.append((helper, f"{people}, {operator}"))
 
@@ -479,7 +483,7 @@ def _secure(roles: Roles, s: str, bind: sa.Connection) -> list[str]:
             f" OR workshop_id = ANY ((SELECT {s}.hg_taught_workshops())::uuid[])",
             own,
         ),
-        "profiles": (f"id = ANY ((SELECT {s}.hg_visible_people())::uuid[]) OR {admin}", "false"),
+        "profiles": (f"id = {me} OR {admin} OR {s}.hg_may_see_person(id)", "false"),
         "courses": (f"id = ANY ((SELECT {s}.hg_visible_courses())::uuid[]) OR {admin}", "false"),
         "course_instructors": (
             f"course_id = ANY ((SELECT {s}.hg_visible_courses())::uuid[]) OR {admin}",
@@ -550,7 +554,7 @@ def downgrade() -> None:
         "hg_login_gone()",
         "hg_send_announcement(uuid, jsonb)",
         "hg_lock_profiles(uuid[])",
-        "hg_visible_people()",
+        "hg_may_see_person(uuid)",
         "hg_visible_workshops()",
         "hg_visible_courses()",
         "hg_taught_workshops()",
