@@ -4,6 +4,7 @@ emails, courses as people see them, bulk delete. Real processes, real databases.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import pty
@@ -14,9 +15,22 @@ import time
 import pytest
 
 from humanglue_cli.core import pipeline
-from tests.helpers import CLI, Site, email, new_id
+from humanglue_cli.core.store.notifications import Filters
+from tests.helpers import CLI, Site, email, free_port, new_id
 
 EVIL = "Eve \x1b[2J\x1b]0;owned\x07 \u202eevil"
+
+
+def _cursor(ident: str) -> str:
+    """A cursor of an unfiltered listing, as `list` makes them, naming `ident`."""
+    fields = {"t": "2026-11-24T12:00:00+00:00", "i": ident, "f": Filters().fingerprint()}
+    return base64.urlsafe_b64encode(json.dumps(fields).encode()).decode().rstrip("=")
+
+
+# Found by tests/test_properties.py: bound as they were, exit 1 on PostgreSQL (a uuid column) or
+# on both (a lone surrogate, which JSON can spell), instead of exit 2.
+CURSOR_OF_NO_ID = _cursor("zzz")
+CURSOR_NOT_UTF8 = _cursor("\udc80")
 
 
 def one_error_line(proc: subprocess.CompletedProcess[str], code: int) -> str:
@@ -203,6 +217,22 @@ def test_a_name_full_of_escape_sequences_reaches_a_terminal_inert(site: Site) ->
         (["notifications", "count"], {"HUMANGLUE_USER": "ada\udcff@example.edu"}),
         (["--tz", "Mars/Olympus", "notifications", "list"], {}),
         (["--broker-url", "foo://bar", "worker"], {}),
+        (["notifications", "list", "--course", "Deep\udcffListening"], {}),  # not UTF-8
+        (["notifications", "list", "--cursor", CURSOR_OF_NO_ID], {}),
+        (["notifications", "list", "--cursor", CURSOR_NOT_UTF8], {}),
+        (
+            [
+                "notifications",
+                "send",
+                "--to",
+                "r\udcff@example.edu",
+                "--title",
+                "t",
+                "--message",
+                "m",
+            ],
+            {},
+        ),
         (["events", "retry", "9" * 100_000], {}),
         (["notifications", "read", "f" * 100_000], {}),
         (
@@ -245,6 +275,38 @@ def test_an_unresolvable_host_is_exit_5_naming_host_and_database(site: Site) -> 
     )
     line = one_error_line(proc, 5)
     assert "no-such-host.invalid" in line and "platform" in line
+
+
+def test_a_password_in_a_url_is_never_shown(site: Site) -> None:
+    closed = free_port()
+    for url, code in [
+        (f"postgresql://u@127.0.0.1:{closed}/db?password=hunter2", 5),
+        (f"postgresql://u:hunter2@127.0.0.1:{closed}/db", 5),
+        ("postgresql://u:hunter2@127.0.0.1:port/db", 2),
+    ]:
+        proc = site.hg(
+            "notifications", "count", user=email("ada"), check=False, HUMANGLUE_DATABASE_URL=url
+        )
+        assert "hunter2" not in one_error_line(proc, code)
+    broker = f"redis://:hunter2@127.0.0.1:{closed}/0?password=hunter2"
+    proc = site.hg("--broker-url", broker, "status", check=False)
+    assert proc.returncode == 1 and "hunter2" not in proc.stdout + proc.stderr
+    assert f"redis://:***@127.0.0.1:{closed}/0?password=***" in proc.stdout
+
+
+def test_a_nul_in_the_config_file_is_exit_2(site: Site) -> None:
+    config = site.home / "nul.toml"
+    config.write_text('user = "ada\\u0000@example.edu"\n')  # TOML's spelling of a NUL
+    proc = site.hg("notifications", "count", check=False, HUMANGLUE_CONFIG=str(config))
+    assert "contains a NUL character" in one_error_line(proc, 2)
+
+
+def test_a_whole_id_in_any_spelling_is_that_id(site: Site) -> None:
+    (ident,) = notify(site, 1)
+    bare = ident.replace("-", "")
+    for spelling in (f"urn:{bare}", bare, f"urn:{bare}".upper()):
+        out = site.hg("notifications", "show", "--json", spelling, user=email("ada")).stdout
+        assert json.loads(out)["id"] == ident, spelling
 
 
 def test_a_read_never_creates_a_database(site: Site) -> None:

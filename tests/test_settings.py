@@ -12,6 +12,7 @@ import pytest
 from humanglue_cli.core.errors import BadInput
 from humanglue_cli.core.settings import load_settings
 from humanglue_cli.core.timeutil import parse_duration, parse_when
+from humanglue_cli.core.urls import describe
 
 NOW = datetime(2026, 11, 24, 12, tzinfo=UTC)
 
@@ -127,6 +128,49 @@ def test_broker_urls_are_checked(url: str) -> None:
 def test_a_value_that_is_not_utf8_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(BadInput, match="--user.*not valid UTF-8"):
         load_settings(user="ada\udcff@example.edu")
+
+
+@pytest.mark.parametrize("key", ["user", "tz", "database_url"])
+def test_a_nul_from_the_config_file_is_bad_input(tmp_path: Path, key: str) -> None:
+    # TOML spells one as "\u0000"; PostgreSQL refuses it in any text (it was exit 1 there)
+    path = _config(tmp_path, f'{key} = "ada\\u0000@example.edu"\n')
+    with pytest.raises(BadInput, match=f"{key} in {path}: .* contains a NUL character"):
+        load_settings(config=str(path))
+
+
+@pytest.mark.parametrize(
+    ("setting", "url"),
+    [
+        ("database_url", "postgresql://u:hunter2@127.0.0.1:port/db"),
+        ("database_url", "postgresql://u:hunter2@[::1/db"),
+        ("database_url", "sqlite://u:hunter2@"),
+        ("broker_url", "redis://:hunter2@127.0.0.1:port/0"),
+        ("broker_url", "//u:hunter2@host/0"),
+    ],
+)
+def test_a_malformed_url_is_quoted_without_its_password(setting: str, url: str) -> None:
+    with pytest.raises(BadInput) as error:
+        getattr(load_settings(**{setting: url}), setting)
+    assert "hunter2" not in str(error.value) and "***" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:hunter2@db.internal/platform",
+        "postgresql://u@db.internal/platform?password=hunter2",
+        "postgresql://u@/platform?password=hunter2&sslmode=require",
+        "redis://:hunter2@redis.internal:6379/0",
+        "rediss://redis.internal:6380/0?ssl_cert_reqs=none&password=hunter2",
+        "postgresql://u:hunter2@127.0.0.1:port/db",
+    ],
+)
+def test_a_url_is_described_without_its_password(url: str) -> None:
+    shown = describe(url)
+    assert "hunter2" not in shown and "***" in shown, shown
+    assert (
+        "db.internal" in shown or "redis.internal" in shown or "127.0.0.1" in shown or "@/" in shown
+    )
 
 
 def test_unknown_config_key_and_missing_explicit_file(tmp_path: Path) -> None:

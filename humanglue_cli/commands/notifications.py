@@ -70,13 +70,13 @@ def _narrowing(
     since: str | None = None,
     until: str | None = None,
 ) -> Narrowing:
-    from humanglue_cli.core.errors import BadInput
+    from humanglue_cli.core.errors import BadInput, check_utf8
     from humanglue_cli.core.store.notifications import Filters
     from humanglue_cli.core.timeutil import parse_when
 
     if unread and read:
         raise BadInput("--unread and --read exclude each other")
-    if course is not None and not course.strip():
+    if course is not None and not check_utf8(course, "--course").strip():
         raise BadInput("--course: give a course id (8+ characters of it) or its exact title")
     tz = rt.tz if since or until else UTC  # the display zone reads naive times
     filters = Filters(

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 
 from humanglue_cli.core.domain import PRIORITIES, ROLES, EventKind, Person
-from humanglue_cli.core.errors import BadInput, Forbidden
+from humanglue_cli.core.errors import BadInput, Forbidden, check_utf8
 from humanglue_cli.core.store import events, people
 from humanglue_cli.core.text import shown
 
@@ -62,8 +62,12 @@ class Request:
             raise BadInput("an announcement needs --title and --message")
         if len(self.title) > MAX_TITLE or len(self.message) > MAX_MESSAGE:
             raise BadInput(f"--title is at most {MAX_TITLE} characters, --message {MAX_MESSAGE}")
+        for name, text in [("--title", self.title), ("--message", self.message)]:
+            check_utf8(text, name)
+        for email in self.to:
+            check_utf8(email, "--to")
         if self.link is not None:
-            check_link(self.link)
+            check_link(check_utf8(self.link, "--link"))
 
 
 def send(conn: sa.Connection, sender: Person, request: Request) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from humanglue_cli.core.text import shown
+
 
 class HumanGlueError(Exception):
     """Base class: an expected failure with a one-line message for the user."""
@@ -73,3 +75,13 @@ def check_range(value: int, low: int, high: int, name: str) -> int:
     if not low <= value <= high:
         raise BadInput(f"{name} must be between {low} and {high}, not {value}")
     return value
+
+
+def check_utf8(text: str, name: str) -> str:
+    """`text` if it is UTF-8, else BadInput naming the option (`--course`, `--title`): bytes
+    that are not UTF-8 reach argv as lone surrogates, which no database can store."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadInput(f"{name}: {shown(text)} is not valid UTF-8") from None
+    return text

@@ -47,7 +47,9 @@ def references(refs: Sequence[str], what: str = "notification id") -> list[str]:
                 f"not a {what}: {shown(ref)} (give the id or at least its first "
                 f"{MIN_PREFIX} characters)"
             )
-        checked.append(ref.strip().lower())
+        ref = ref.strip().lower()
+        # A whole id in any spelling uuid accepts (`urn:…`, no hyphens) is compared as stored.
+        checked.append(canonical(ref) if is_uuid(ref) else ref)
     if not checked:
         raise BadInput(f"give at least one {what}")
     return checked

@@ -166,6 +166,8 @@ def _checked_text(value: object, source: str) -> str:
         text.encode("utf-8")
     except UnicodeEncodeError:
         raise BadInput(f"{source}: {shown(text)} is not valid UTF-8") from None
+    if "\x00" in text:  # only a config file can hold one ("\u0000"); no database stores it
+        raise BadInput(f"{source}: {shown(text)} contains a NUL character")
     return text
 
 

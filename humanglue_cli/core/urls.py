@@ -1,5 +1,9 @@
 """Database and broker URLs: checked before use, and described without their passwords.
 
+A password is never shown, whether it is a URL's `user:password@` or a `password=` in its
+query (libpq and redis-py take both), and whether the URL is well-formed or not: an error
+quoting a malformed URL masks it first.
+
 A database URL is a SQLAlchemy URL: `sqlite:///PATH` or `postgresql://[USER@][HOST][:PORT]/DB`
 (psycopg 3). A PostgreSQL URL must name its database: without one, libpq would quietly pick a
 default (the user's name, `PGDATABASE`) — another database than the operator meant. Without a
@@ -10,6 +14,7 @@ the server and database a command tried.
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import urlsplit
 
 from humanglue_cli.core.errors import BadInput
@@ -17,6 +22,9 @@ from humanglue_cli.core.text import shown
 
 BROKER_SCHEMES = ("redis", "rediss")
 _LIBPQ_SOCKET = "/var/run/postgresql"
+# Up to the last "@": a password with an unencoded "@" is masked whole (too much is harmless).
+_USERINFO_PASSWORD = re.compile(r"(?<=//)([^:/@]*):.*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
 
 
 def database_url(raw: str, what: str = "database URL") -> str:
@@ -36,12 +44,14 @@ def database_url(raw: str, what: str = "database URL") -> str:
         url = sa.make_url(text)
     except (sa.exc.ArgumentError, ValueError):
         raise BadInput(
-            f"{what}: not a database URL: {shown(raw)} "
+            f"{what}: not a database URL: {shown(masked(raw))} "
             "(use postgresql://HOST/DBNAME or sqlite:///PATH)"
         ) from None
     if url.drivername == "sqlite":
         if not url.database or url.database == ":memory:":
-            raise BadInput(f"{what}: a SQLite URL names a file: sqlite:///PATH, not {shown(raw)}")
+            raise BadInput(
+                f"{what}: a SQLite URL names a file: sqlite:///PATH, not {shown(masked(raw))}"
+            )
         return url.render_as_string(hide_password=False)
     if url.drivername != "postgresql+psycopg":
         raise BadInput(
@@ -66,10 +76,10 @@ def broker_url(raw: str, what: str = "broker URL") -> str:
         parts = urlsplit(raw.strip())
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
-        raise BadInput(f"{what}: not a URL: {shown(raw)}") from None
+        raise BadInput(f"{what}: not a URL: {shown(masked(raw))}") from None
     if parts.scheme not in BROKER_SCHEMES:
         raise BadInput(
-            f"{what}: unsupported broker {shown(parts.scheme or raw)} "
+            f"{what}: unsupported broker {shown(parts.scheme or masked(raw))} "
             "(use redis://HOST:6379/0, or rediss:// for TLS)"
         )
     return raw.strip()
@@ -80,15 +90,16 @@ def describe(url: object) -> str:
     import sqlalchemy as sa
 
     if isinstance(url, str) and not url.startswith(("sqlite", "postgres")):
-        return _describe_other(url)
+        return masked(url)
     try:
         parsed = sa.make_url(url)  # type: ignore[arg-type]
     except (sa.exc.ArgumentError, ValueError):
-        return _describe_other(str(url))
+        return masked(str(url))
     if parsed.get_backend_name() != "postgresql":
-        return parsed.render_as_string(hide_password=True)
+        return _hide_query_password(parsed.render_as_string(hide_password=True))
     query_host = parsed.query.get("host")
     shown_url = parsed.set(drivername="postgresql").render_as_string(hide_password=True)
+    shown_url = _hide_query_password(shown_url)
     if parsed.host or query_host:
         return shown_url
     host = os.environ.get("PGHOST") or _LIBPQ_SOCKET
@@ -97,12 +108,10 @@ def describe(url: object) -> str:
     return f"{shown_url} ({where}, port {port})"
 
 
-def _describe_other(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
-    except ValueError:
-        return url
+def masked(url: str) -> str:
+    """`url` with its password, if any, shown as `***`; `url` may be malformed."""
+    return _hide_query_password(_USERINFO_PASSWORD.sub(r"\1:***@", url))
+
+
+def _hide_query_password(url: str) -> str:
+    return _QUERY_PASSWORD.sub(r"\1***", url)

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from humanglue_cli.core import db
 from humanglue_cli.core.domain import NOTIFICATION_TYPES, Audience, Draft, Notification
 from humanglue_cli.core.errors import BadInput, NotFound, check_range
-from humanglue_cli.core.ids import references
+from humanglue_cli.core.ids import canonical, references
 from humanglue_cli.core.models import notifications, profiles
 from humanglue_cli.core.text import shown
 
@@ -112,7 +112,7 @@ def decode_cursor(cursor: str, filters: Filters) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
         stamp = datetime.fromisoformat(data["t"]).astimezone(UTC)
-        ident = str(data["i"])
+        ident = canonical(str(data["i"]))  # bound to a uuid column on PostgreSQL
         fingerprint = data["f"]
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError, OverflowError):
         raise BadInput(f"not a valid cursor: {shown(cursor, 40)}") from None
