@@ -42,7 +42,7 @@ from humanglue_cli.core.domain import NOTIFICATION_TYPES, PRIORITIES, ROLES
 from humanglue_cli.core.models import notifications
 from humanglue_cli.core.store import events
 from humanglue_cli.core.store.notifications import Filters
-from tests.conftest import PG_ADMIN_URL, _drop_postgres, _new_postgres
+from tests.conftest import PG_ADMIN_URL, _drop_postgres, _new_postgres, drop_orphan_roles
 from tests.helpers import Site, free_port
 
 # --- the seeded school: fixed ids, so that strategies can name them --------------------------
@@ -327,8 +327,10 @@ RECIPIENTS = mostly(
     ),
     st.just([]),
 )
-# Every command, in one entry at least (test_every_command_is_driven insists). The access
-# commands will be one line each: Cmd("access revoke", JSON, ids(EMAILS, 1)) and so on.
+# Where `access grant --output` may write: nowhere it can (a missing directory, a directory,
+# nothing); a writable path would only leave files behind.
+OUTPUTS = st.sampled_from(["/nonexistent/hg/login.url", "/", "", "/proc/version"])
+# Every command, in one entry at least (test_every_command_is_driven insists).
 COMMANDS = [
     Cmd(
         "notifications list",
@@ -363,6 +365,9 @@ COMMANDS = [
     Cmd("events failed", {"--limit": LIMITS, **JSON}),
     Cmd("events retry", {"--all": None, **JSON}, ids(EVENT_IDS)),
     Cmd("db upgrade", {"--sql": None}),
+    Cmd("access grant", {"--output": OUTPUTS, **JSON}, ids(EMAILS, 1)),
+    Cmd("access revoke", JSON, ids(EMAILS, 1)),
+    Cmd("access list", JSON),
     Cmd(
         "worker",
         {"--batch-size": LIMITS, "-c": LIMITS, **JSON},
@@ -630,6 +635,7 @@ def pg_clone(template: str) -> Iterator[str]:
         dispose_engines()
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            drop_orphan_roles(conn)  # the logins `access grant` made there
         admin.dispose()
 
 
