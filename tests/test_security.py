@@ -502,3 +502,19 @@ def test_a_table_with_its_own_row_level_security_keeps_its_policies(tmp_path: Pa
         dispose_engines()
         _drop_postgres(name)
         _drop_role(role)
+
+
+def test_a_granted_url_never_carries_the_operators_credentials() -> None:
+    from humanglue_cli.core.access import personal_url
+
+    url = personal_url(
+        "postgresql+psycopg://op:opsecret@db.example:5433/platform"
+        "?sslmode=verify-full&password=opsecret&user=op&passfile=/home/op/.pgpass",
+        "hg_platform_u_0123456789abcdef",
+        "s3cret",
+    )
+    parsed = sa.make_url(url)
+    assert "opsecret" not in url and "/home/op" not in url and "op@" not in url
+    assert parsed.username == "hg_platform_u_0123456789abcdef" and parsed.password == "s3cret"
+    assert (parsed.host, parsed.port, parsed.database) == ("db.example", 5433, "platform")
+    assert parsed.query == {"sslmode": "verify-full"}

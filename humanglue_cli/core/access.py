@@ -194,6 +194,8 @@ def personal_url(operator_url: Any, role: str, password: str) -> str:
     """The operator's URL with the person's login and password instead (host, port, database,
     and options such as `sslmode` kept)."""
     url = sa.make_url(str(operator_url)) if not isinstance(operator_url, sa.URL) else operator_url
+    # Never the operator's own credentials, wherever the URL carried them.
+    url = url.difference_update_query(["user", "password", "passfile"])
     return url.set(username=role, password=password).render_as_string(hide_password=False)
 
 
