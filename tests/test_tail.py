@@ -247,3 +247,132 @@ def test_unreachable_at_start_is_retried_but_no_follow_is_exit_5(
         HUMANGLUE_DATABASE_URL=nowhere,
     )
     assert once.returncode == 5 and "Traceback" not in once.stderr
+
+
+# --- commit order, resuming, bounded runs (the live issue) -------------------------------------
+
+
+def test_a_row_stamped_a_minute_ago_that_commits_now_is_delivered(
+    pg_site: Site, tails: list[Tail]
+) -> None:
+    """No look-back window: a transaction whose rows carry a created_at 40 s old, committed
+    while the tail has moved on, is delivered once; an open transaction elsewhere holds back
+    no other row meanwhile."""
+    site = pg_site
+    tail = Tail(site, tails, "-n", "0").ready()
+    late_id = new_id()
+    with site.engine.connect() as slow:
+        with slow.begin():
+            slow.execute(
+                sa.text(
+                    "INSERT INTO notifications (id, user_id, type, title, message, created_at) "
+                    "VALUES (:i, :u, 'review', 'stamped 40 s ago', 'm', now() - interval '40s')"
+                ),
+                {"i": late_id, "u": site.people["ada"]},
+            )
+            for _ in range(3):  # others commit and are delivered while it stays open
+                notify_ada(site)
+                assert tail.next(timeout=10)["id"] != late_id
+        assert tail.next()["id"] == late_id
+    tail.nothing_more(within=0.8)
+
+
+def test_two_workers_committing_side_by_side_lose_and_double_nothing(
+    pg_site: Site, tails: list[Tail]
+) -> None:
+    site = pg_site
+    tail = Tail(site, tails, "-n", "0").ready()
+    site.enroll_many(60)
+    drains = [threading.Thread(target=pipeline.drain, args=(site.engine,)) for _ in range(2)]
+    for d in drains:
+        d.start()
+    for d in drains:
+        d.join()
+    expected = set(ada_ids(site))
+    got = [tail.next()["id"] for _ in range(len(expected))]
+    assert len(got) == len(set(got)) and set(got) == expected
+    tail.nothing_more(within=0.8)
+
+
+def test_a_cursor_file_resumes_exactly_where_it_stopped(
+    site: Site, tails: list[Tail], tmp_path: Any
+) -> None:
+    cursor = tmp_path / "tail.cursor"
+    notify_ada(site, 3)
+    skipped = ada_ids(site)[0]  # not in the backlog of two
+    first = Tail(site, tails, "-n", "2", "--cursor-file", str(cursor), "--max-count", "3").ready()
+    shown = [first.next()["id"] for _ in range(2)]  # the backlog
+    assert shown == ada_ids(site)[-2:]
+    notify_ada(site)
+    shown.append(first.next()["id"])
+    assert first.proc.wait(timeout=20) == 0  # --max-count reached
+    assert cursor.stat().st_mode & 0o077 == 0
+    notify_ada(site, 2)  # while no tail runs
+    insert_late(site, 30)  # and one whose created_at is older than everything shown
+    again = Tail(site, tails, "-n", "5", "--cursor-file", str(cursor)).ready()
+    resumed = {again.next()["id"] for _ in range(3)}
+    assert resumed == set(ada_ids(site)) - set(shown) - {skipped}
+    again.nothing_more(within=0.8)  # -n is ignored when resuming
+    notify_ada(site)
+    assert again.next()["id"] == ada_ids(site)[-1]
+    assert again.stop() == 0
+    # A third run finds nothing it has not printed.
+    third = site.hg(
+        "notifications",
+        "tail",
+        "--json",
+        "--no-follow",
+        "--cursor-file",
+        str(cursor),
+        user=email("ada"),
+    )
+    assert third.stdout == ""
+
+
+def test_since_after_idle_timeout_and_follow_flags(site: Site, tails: list[Tail]) -> None:
+    notify_ada(site, 3)
+    ids = ada_ids(site)
+    after = site.hg(
+        "notifications", "tail", "--json", "--no-follow", "--after", ids[0][:8], user=email("ada")
+    )
+    assert [json.loads(line)["id"] for line in after.stdout.splitlines()] == ids[1:]
+    since = site.hg(
+        "notifications",
+        "tail",
+        "--json",
+        "-f",
+        "--since",
+        "1h",
+        "--idle-timeout",
+        "1s",
+        user=email("ada"),
+    )
+    assert [json.loads(line)["id"] for line in since.stdout.splitlines()] == ids
+    assert "following" in since.stderr
+    for bad in (
+        ["--max-count", "0"],
+        ["--idle-timeout", "0s"],
+        ["--since", "1h", "--after", ids[0]],
+    ):
+        proc = site.hg("notifications", "tail", *bad, user=email("ada"), check=False)
+        assert proc.returncode == 2 and len(proc.stderr.splitlines()) == 1, proc.stderr
+    unknown = site.hg(
+        "notifications", "tail", "--after", new_id(), "--no-follow", user=email("ada"), check=False
+    )
+    assert unknown.returncode == 3
+
+
+def test_a_cursor_file_that_is_no_cursor_is_exit_2(site: Site, tmp_path: Any) -> None:
+    cursor = tmp_path / "bad.cursor"
+    cursor.write_text("not a cursor\n")
+    proc = site.hg(
+        "notifications",
+        "tail",
+        "--no-follow",
+        "--cursor-file",
+        str(cursor),
+        user=email("ada"),
+        check=False,
+    )
+    assert proc.returncode == 2 and "not a valid tail cursor" in proc.stderr
+    assert cursor.read_text() == "not a cursor\n"

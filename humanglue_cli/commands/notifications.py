@@ -10,7 +10,8 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -367,48 +368,143 @@ def tail(
         int, typer.Option("-n", "--lines", help="how many to show first, 0-1000")
     ] = 10,
     type_: TypeOpt = None,
+    unread: UnreadOpt = False,
+    course: CourseOpt = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help=f"start with those created at or after: {WHEN_HELP}"),
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option("--after", help="start right after this notification (id)")
+    ] = None,
+    cursor_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--cursor-file",
+            help="resume right after the cursor this file holds (if it exists), and keep it "
+            "updated to the last line printed",
+            dir_okay=False,
+        ),
+    ] = None,
+    max_count: Annotated[
+        int | None, typer.Option("--max-count", help="exit 0 after printing this many")
+    ] = None,
+    idle_timeout: Annotated[
+        str | None,
+        typer.Option("--idle-timeout", help="exit 0 after this long with nothing new (90s, 5m)"),
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON Lines")] = False,
+    follow: Annotated[
+        bool, typer.Option("-f", "--follow", help="keep following (the default)")
+    ] = True,
     no_follow: Annotated[
-        bool, typer.Option("--no-follow", help="print the last ones, then exit")
+        bool, typer.Option("--no-follow", help="print what there is, then exit")
     ] = False,
 ) -> None:
-    """Print your latest notifications, then each new one as it arrives.
+    """Print your latest notifications, then each new one as it arrives — none twice, none
+    skipped, however late its transaction commits.
 
-    Example: humanglue -u ada@example.edu notifications tail -n 5 --json | jq -r .title
+    Example: humanglue -u ada@example.edu notifications tail --cursor-file ~/.hg-cursor --json
     """
     from humanglue_cli.commands import render
     from humanglue_cli.core import tail as following
-    from humanglue_cli.core.errors import check_range
+    from humanglue_cli.core.errors import BadInput, check_range
+    from humanglue_cli.core.store.visibility import Position
+    from humanglue_cli.core.timeutil import exact, parse_duration
 
     check_range(lines, 0, 1000, "-n")
+    if max_count is not None:
+        check_range(max_count, 1, 2**31 - 1, "--max-count")
+    idle_delta = parse_duration(idle_timeout, "--idle-timeout") if idle_timeout else None
+    idle = idle_delta.total_seconds() if idle_delta is not None else None
+    if idle_timeout is not None and not idle:
+        raise BadInput("--idle-timeout must be longer than 0s")
+    if since is not None and after is not None:
+        raise BadInput("--since and --after exclude each other")
     rt = runtime(ctx)
-    filters = _narrowing(rt, types=type_).filters
+    narrowing = _narrowing(rt, unread=unread, types=type_, course=course, since=None)
+    started_at = _parse_since(rt, since) if since is not None else None
+    resume = _read_cursor_file(cursor_file) if cursor_file is not None else None
+    start = following.Start(
+        last=lines,
+        since=started_at,
+        after=after,
+        position=Position.decode(resume) if resume is not None else None,
+    )
     show = render.tail_printer(rt.tz, json_out)
     stop = threading.Event()
+    live = follow and not no_follow
     with _stopped_by_signals(stop):
-        user = _acting(rt) if no_follow else following.patiently(lambda: _acting(rt), stop, status)
+        user = _acting(rt) if not live else following.patiently(lambda: _acting(rt), stop, status)
         if user is None:
             return
+        with rt.read() as conn:
+            filters = narrowing.resolve(conn, rt.acting_user(conn))
+        waiting = f"; exits after {exact(idle_delta)} with nothing new" if idle_delta else ""
         ready = (
-            None
-            if no_follow
-            else functools.partial(
-                status, f"following the notifications of {user.name}; Ctrl-C stops"
+            functools.partial(
+                status, f"following the notifications of {user.name}{waiting}; Ctrl-C stops"
             )
+            if live
+            else None
         )
-        live = not no_follow
         arrivals = following.follow(
-            rt.read,
+            functools.partial(rt.read, snapshot=True),
             user.id,
             filters,
             stop,
-            backlog=lines,
+            start=start,
             live=live,
+            idle_timeout=idle,
             on_status=status,
             on_ready=ready,
         )
-        for n in arrivals:
+        for printed, (n, position) in enumerate(arrivals, start=1):
             show(n)
+            if cursor_file is not None:
+                _write_cursor_file(cursor_file, position.encode())
+            if max_count is not None and printed >= max_count:
+                break
+
+
+def _parse_since(rt: Runtime, text: str) -> datetime:
+    from humanglue_cli.core.timeutil import parse_when
+
+    return parse_when(text, rt.tz, what="--since")
+
+
+def _read_cursor_file(path: Path) -> str | None:
+    from humanglue_cli.core.errors import BadInput
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeError) as error:
+        raise BadInput(
+            f"--cursor-file {path}: {getattr(error, 'strerror', None) or error}"
+        ) from None
+    if not text.strip():
+        return None  # an empty file: as if there were none
+    return text
+
+
+def _write_cursor_file(path: Path, cursor: str) -> None:
+    """Replace the file's content at once (a reader never sees half a cursor; a crash leaves
+    the old one or the new one), readable by its owner only."""
+    import os
+    import tempfile
+
+    directory = path.parent
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(cursor + "\n")
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _acting(rt: Runtime) -> Person:

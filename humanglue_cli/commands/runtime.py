@@ -156,12 +156,13 @@ class Runtime:
         return get_engine(self.settings.database_url)
 
     @contextlib.contextmanager
-    def read(self) -> Iterator[sa.Connection]:
-        """A read-only connection (never blocks a writer on SQLite)."""
+    def read(self, snapshot: bool = False) -> Iterator[sa.Connection]:
+        """A read-only connection (never blocks a writer on SQLite); `snapshot`: see
+        `core.db.reading`."""
         from humanglue_cli.core.db import reading, wrap_errors
 
         engine = self.engine
-        with wrap_errors(engine), reading(engine) as conn:
+        with wrap_errors(engine), reading(engine, snapshot) as conn:
             self._enter(conn)
             yield conn
 

@@ -242,10 +242,14 @@ def dispose_engines(close: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def reading(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """A connection in a read-only transaction (on SQLite it never blocks a writer)."""
+def reading(engine: sa.Engine, snapshot: bool = False) -> Iterator[sa.Connection]:
+    """A connection in a read-only transaction (on SQLite it never blocks a writer); with
+    `snapshot`, every statement of it sees the same snapshot (REPEATABLE READ on PostgreSQL; a
+    SQLite read transaction always does)."""
     with engine.connect() as conn:
         conn = conn.execution_options(readonly=True)
+        if snapshot and conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             yield conn
 

@@ -189,8 +189,12 @@ notifications = sa.Table(
     sa.Column("priority", sa.Text, nullable=False, server_default="normal"),
     _ts("read_at"),
     _ts("created_at", nullable=False, default=True),
+    # When it became visible (migration 0005): PostgreSQL's id of the writing transaction,
+    # SQLite's insert counter. NULL for rows older than that revision.
+    sa.Column("commit_seq", sa.BigInteger),
     sa.Index("ix_notifications_user_created", "user_id", "created_at", "id"),
     sa.Index("ix_notifications_created", "created_at"),
+    sa.Index("ix_notifications_user_commit", "user_id", "commit_seq"),
 )
 
 student_presence = sa.Table(

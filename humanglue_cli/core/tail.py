@@ -1,39 +1,48 @@
-"""Following a person's notifications: the last few, then each new one as it arrives.
+"""Following a person's notifications: the last few (or from a point in the past), then each
+new one as it becomes visible — exactly once, whatever order their transactions commit in.
 
-Today this polls. Commit order is not `created_at` order (ENGINEERING.md, live delivery): a
-row whose transaction commits late carries a `created_at` earlier than rows already seen. So
-every poll looks back `lookback` behind the newest row seen, and a set of the ids already
-delivered within that window keeps any row from being delivered twice. The set holds only the
-window's ids: whatever falls out of the window is never read again.
+A row's `created_at` is stamped before its transaction commits, so "newer than the newest shown"
+skips a row whose transaction commits late. Instead each read asks what became visible since
+the previous read's snapshot (store/visibility.py): no time window, no set of ids to keep, and a
+transaction left open anywhere holds back nothing. Where the reader stands (a `Position`) can be
+saved after every line and resumed from (`tail --cursor-file`).
 
-The interface — an iterator of `Notification`s that ends when `stop` is set — is what a
-push-based follower (LISTEN/NOTIFY, a Redis stream) will keep when it replaces the polling.
+Today this polls the database — every 20 ms on SQLite, where a cheap counter says whether
+anything was inserted at all, and every 100 ms on PostgreSQL; a push that wakes the reader on
+commit (LISTEN/NOTIFY, sent once per worker batch) is the next step and keeps this interface.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
 
 import sqlalchemy as sa
 
-from humanglue_cli.core import db
 from humanglue_cli.core.backoff import Backoff
 from humanglue_cli.core.db import Fault, classify
 from humanglue_cli.core.domain import Notification
 from humanglue_cli.core.store import notifications as inbox
 from humanglue_cli.core.store.notifications import Filters
+from humanglue_cli.core.store.visibility import (
+    Position,
+    Reading,
+    backlog,
+    changed_since,
+    read_since,
+)
 
 T = TypeVar("T")
 # A read-only connection in a short transaction (Runtime.read: on SQLite it never blocks writers).
 Reader = Callable[[], AbstractContextManager[sa.Connection]]
 
-POLL_INTERVAL = 0.15
-LOOKBACK = timedelta(seconds=30)
+POLL_INTERVAL = {"postgresql": 0.1, "sqlite": 0.02}
 
 
 def _quiet(_message: str) -> None:
@@ -58,24 +67,15 @@ def patiently(
     return None
 
 
-class _Seen:
-    """Ids already delivered (or there before the start), forgotten once out of the window."""
+@dataclass(frozen=True)
+class Start:
+    """Where a tail starts: resume from `position`; else the notifications after `after`, or
+    those from `since`, or the `last` ones."""
 
-    def __init__(self) -> None:
-        self._at: dict[str, datetime] = {}
-
-    def add(self, ident: str, at: datetime) -> None:
-        self._at[ident] = at
-
-    def __contains__(self, ident: object) -> bool:
-        return ident in self._at
-
-    def __len__(self) -> int:
-        return len(self._at)
-
-    def forget_before(self, floor: datetime) -> None:
-        for ident in [i for i, at in self._at.items() if at < floor]:
-            del self._at[ident]
+    last: int = 10
+    since: datetime | None = None
+    after: str | None = None  # a notification id (or a unique prefix) of the user's
+    position: Position | None = None
 
 
 def follow(
@@ -84,53 +84,71 @@ def follow(
     filters: Filters,
     stop: threading.Event,
     *,
-    backlog: int = 10,
+    start: Start | None = None,
     live: bool = True,
-    poll_interval: float = POLL_INTERVAL,
-    lookback: timedelta = LOOKBACK,
+    idle_timeout: float | None = None,
     on_status: Callable[[str], None] = _quiet,
     on_ready: Callable[[], None] | None = None,
-) -> Iterator[Notification]:
-    """The last `backlog` notifications, oldest first, then (if `live`) each new one.
+) -> Iterator[tuple[Notification, Position]]:
+    """Each notification to show, oldest first, with the position right after it.
 
-    `on_ready` is called once the start is read: from then on, whatever arrives is delivered.
-    Ends when `stop` is set. While following, database outages are waited out with backoff
-    (reported through `on_status`) and what arrived meanwhile is caught up on reconnect;
-    without `live` they raise, as for any other command.
+    `on_ready` is called once the start is read: from then on, whatever becomes visible is
+    delivered. Ends when `stop` is set, or after `idle_timeout` seconds with nothing to deliver.
+    While following, database outages are waited out with backoff (reported through
+    `on_status`) and what became visible meanwhile is delivered on reconnect; without `live`
+    they raise, as for any other command.
     """
-    seen = _Seen()
+    start = start or Start()
 
-    def start() -> tuple[datetime, list[Notification]]:
+    def begin() -> tuple[Position, Reading]:
         with read() as conn:
-            now = db.current_time(conn)
-            # What is already there counts as seen, shown or not; read before the backlog so that
-            # a row committing in between is either in the backlog or delivered as new.
-            for ident, at in inbox.keys_since(conn, user_id, filters, now - lookback):
-                seen.add(ident, at)
-            return now, inbox.latest(conn, user_id, filters, backlog) if backlog else []
+            if start.position is not None:
+                return start.position, read_since(conn, user_id, filters, start.position)
+            after = inbox.get(conn, user_id, start.after) if start.after else None
+            position, rows = backlog(
+                conn, user_id, filters, last=start.last, since=start.since, after=after
+            )
+            return position, Reading(rows)
 
-    def poll(since: datetime) -> list[Notification]:
+    def poll(position: Position) -> Reading:
         with read() as conn:
-            keys = inbox.keys_since(conn, user_id, filters, since)
-            fresh = [ident for ident, _ in keys if ident not in seen]
-            return inbox.get_many(conn, user_id, fresh) if fresh else []
+            cheap = conn.dialect.name != "postgresql" and position.key is None
+            if cheap and not changed_since(conn, position.mark):
+                return Reading()
+            return read_since(conn, user_id, filters, position)
 
-    started = patiently(start, stop, on_status) if live else start()
-    if started is None:
+    begun = patiently(begin, stop, on_status) if live else begin()
+    if begun is None:
         return
-    newest, items = started
+    position, reading = begun
     if on_ready is not None:
         on_ready()
+    interval: float | None = None
+    quiet_since = time.monotonic()
     while True:
-        for n in items:
-            seen.add(n.id, n.created_at)
-            newest = max(newest, n.created_at)
-            yield n
-        if not live or stop.wait(poll_interval):
+        for n in reading.rows:
+            position = position.after_delivering(n, n.id in reading.new)
+            quiet_since = time.monotonic()
+            yield n, position
+        if reading.next is not None:
+            position = reading.next
+        if not live:
             return
-        floor = newest - lookback
-        seen.forget_before(floor)
-        polled = patiently(functools.partial(poll, floor), stop, on_status)
+        if idle_timeout is not None and time.monotonic() - quiet_since >= idle_timeout:
+            return
+        if interval is None:
+            interval = _interval(read)
+        wait = interval
+        if idle_timeout is not None:
+            wait = max(0.0, min(wait, idle_timeout - (time.monotonic() - quiet_since)))
+        if stop.wait(wait):
+            return
+        polled = patiently(functools.partial(poll, position), stop, on_status)
         if polled is None:
             return
-        items = polled
+        reading = polled
+
+
+def _interval(read: Reader) -> float:
+    with read() as conn:
+        return POLL_INTERVAL.get(conn.dialect.name, 0.1)

@@ -28,7 +28,7 @@ N = notifications.c
 PAGE_LIMIT = (1, 1000)
 
 
-def _row(row: Any) -> Notification:
+def row_to_notification(row: Any) -> Notification:
     data = row.data if not isinstance(row.data, str) else json.loads(row.data)
     return Notification(
         str(row.id),
@@ -42,6 +42,9 @@ def _row(row: Any) -> Notification:
         row.read_at,
         row.created_at,
     )
+
+
+_row = row_to_notification
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,206 @@
+"""What became visible since a reader last looked: commit order, not `created_at` order.
+
+A `Mark` is a snapshot of what was visible (migration 0005): on PostgreSQL the snapshot's
+`xmax` and in-progress ids, every row carrying its writer's transaction id; on SQLite the
+insert counter + 1 (one writer at a time). A row became visible after a mark when its
+`commit_seq` is at or above the mark's `xmax` or among its in-progress ids — and it is
+visible now. Read in one snapshot (REPEATABLE READ on PostgreSQL; a SQLite read transaction),
+the next mark taken in the same snapshot, each row is found exactly once, however late its
+transaction commits and whoever wrote it; an open transaction holds back nothing.
+
+A `Position` is where a reader stands, resumable across restarts (`tail --cursor-file`):
+either "rows visible at `mark` whose (created_at, id) comes after `key`, then what became
+visible since `mark`" (a start in the past: `--since`, `--after`, `-n`), or "what became
+visible since `mark`", less the ids `done` of it already delivered.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from humanglue_cli.core import db
+from humanglue_cli.core.domain import Notification
+from humanglue_cli.core.errors import BadInput
+from humanglue_cli.core.ids import canonical
+from humanglue_cli.core.models import notifications, settings
+from humanglue_cli.core.store.notifications import Filters, row_to_notification
+from humanglue_cli.core.text import shown
+
+N = notifications.c
+SEQ_SETTING = "notification_seq"
+_PG_MARK = sa.text(
+    "SELECT pg_snapshot_xmax(s)::text::bigint AS xmax,"
+    " ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x ORDER BY 1) AS xip"
+    " FROM pg_current_snapshot() AS s"
+)
+
+
+@dataclass(frozen=True)
+class Mark:
+    xmax: int
+    xip: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a reader stands. Still to deliver: the rows visible at `mark` whose (created_at,
+    id) comes after `key` (a start in the past; none if `key` is None), and every row that
+    became visible since `mark` but those in `done`."""
+
+    mark: Mark
+    key: tuple[datetime, str] | None = None
+    done: tuple[str, ...] = ()
+
+    def after_delivering(self, n: Notification, new: bool) -> Position:
+        """This position once `n` is delivered (`new`: it became visible since the mark)."""
+        if new:
+            return replace(self, done=(*self.done, n.id))
+        return replace(self, key=(n.created_at, n.id))
+
+    def encode(self) -> str:
+        doc: dict[str, object] = {"v": 1, "x": self.mark.xmax, "p": list(self.mark.xip)}
+        if self.key is not None:
+            doc["k"] = [self.key[0].isoformat(), self.key[1]]
+        if self.done:
+            doc["d"] = list(self.done)
+        raw = json.dumps(doc, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Position:
+        cursor = text.strip()
+        try:
+            doc = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+            if doc.get("v") != 1:
+                raise ValueError("version")
+            mark = Mark(_int(doc["x"]), tuple(_int(x) for x in doc.get("p", [])))
+            key = None
+            if "k" in doc:
+                stamp, ident = doc["k"]
+                key = (datetime.fromisoformat(stamp).astimezone(UTC), canonical(str(ident)))
+            done = tuple(canonical(str(i)) for i in doc.get("d", []))
+        except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError, OverflowError):
+            raise BadInput(f"not a valid tail cursor: {shown(cursor, 40)}") from None
+        return cls(mark, key, done)
+
+
+def _int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**63:
+        raise ValueError("not a transaction id")
+    return value
+
+
+def mark_now(conn: sa.Connection) -> Mark:
+    """What is visible to `conn`'s transaction, as a mark (take it in the reading snapshot)."""
+    if conn.dialect.name == "postgresql":
+        row = conn.execute(_PG_MARK).one()
+        return Mark(int(row.xmax), tuple(int(x) for x in row.xip))
+    seq = conn.execute(
+        sa.select(settings.c.value).where(settings.c.name == SEQ_SETTING)
+    ).scalar_one()
+    return Mark(int(seq) + 1)
+
+
+def changed_since(conn: sa.Connection, mark: Mark) -> bool:
+    """SQLite's cheap probe: has anyone's notification been inserted since `mark`?"""
+    return mark_now(conn).xmax != mark.xmax
+
+
+def _since(conn: sa.Connection, mark: Mark) -> sa.ColumnElement[bool]:
+    new = N.commit_seq >= mark.xmax
+    if mark.xip:
+        new = sa.or_(new, db.one_of(conn, N.commit_seq, mark.xip))
+    return new
+
+
+def _after(key: tuple[datetime, str]) -> sa.ColumnElement[bool]:
+    bound = sa.tuple_(
+        sa.bindparam(None, key[0], type_=N.created_at.type),
+        sa.bindparam(None, key[1], type_=N.id.type),
+    )
+    return sa.tuple_(N.created_at, N.id) > bound
+
+
+def visible_since(
+    conn: sa.Connection, user_id: str, filters: Filters, position: Position
+) -> tuple[list[Notification], set[str]]:
+    """The user's notifications (as filtered) that `position` has still to deliver, oldest
+    first, and which of them became visible since its mark."""
+    since = _since(conn, position.mark)
+    query = sa.select(notifications).where(*filters.where(user_id), since)
+    fresh = [row_to_notification(r) for r in conn.execute(query)]
+    done = set(position.done)
+    found = [n for n in fresh if n.id not in done]
+    if position.key is not None:  # what was visible at the mark, after the key
+        older = sa.select(notifications).where(
+            *filters.where(user_id),
+            _after(position.key),
+            sa.or_(N.commit_seq.is_(None), sa.not_(since)),
+        )
+        found += [row_to_notification(r) for r in conn.execute(older)]
+    return sorted(found, key=lambda n: (n.created_at, n.id)), {n.id for n in fresh}
+
+
+def backlog(
+    conn: sa.Connection,
+    user_id: str,
+    filters: Filters,
+    *,
+    last: int = 0,
+    since: datetime | None = None,
+    after: Notification | None = None,
+) -> tuple[Position, list[Notification]]:
+    """Where a tail starts: the rows it shows first (the `last` ones, those from `since`, or
+    those after `after`), oldest first, all visible now, and the position before the first."""
+    mark = mark_now(conn)
+    query = sa.select(notifications).where(*filters.where(user_id))
+    if after is not None:
+        key = (after.created_at, after.id)
+        rows = conn.execute(query.where(_after(key)).order_by(N.created_at, N.id)).all()
+        return Position(mark, key=key), [row_to_notification(r) for r in rows]
+    if since is not None:
+        ordered = query.where(N.created_at >= since).order_by(N.created_at, N.id)
+        found = [row_to_notification(r) for r in conn.execute(ordered)]
+    elif last:
+        newest = query.order_by(N.created_at.desc(), N.id.desc()).limit(last)
+        found = [row_to_notification(r) for r in reversed(conn.execute(newest).all())]
+    else:
+        return Position(mark), []
+    if not found:
+        return Position(mark), []
+    return Position(mark, key=_just_before(found[0])), found
+
+
+_NIL = "00000000-0000-0000-0000-000000000000"
+
+
+def _just_before(n: Notification) -> tuple[datetime, str]:
+    """A key that sorts right before `n`: its time with the smallest id, or a microsecond
+    earlier when its id is the smallest (rows with that very time and a smaller id come
+    along: a start shows a little more, never less)."""
+    if n.id != _NIL:
+        return (n.created_at, _NIL)
+    return (n.created_at - timedelta(microseconds=1), "ffffffff-ffff-ffff-ffff-ffffffffffff")
+
+
+@dataclass
+class Reading:
+    """What one read found: the rows, which of them are new since the mark, and the position
+    once all of them are delivered (None: where the reader is, as it delivers them)."""
+
+    rows: list[Notification] = field(default_factory=list)
+    new: set[str] = field(default_factory=set)
+    next: Position | None = None
+
+
+def read_since(conn: sa.Connection, user_id: str, filters: Filters, position: Position) -> Reading:
+    """The rows `position` has still to deliver, and the position after them (one snapshot)."""
+    mark = mark_now(conn)
+    rows, new = visible_since(conn, user_id, filters, position)
+    return Reading(rows, new, Position(mark))
