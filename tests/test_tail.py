@@ -376,3 +376,21 @@ def test_a_cursor_file_that_is_no_cursor_is_exit_2(site: Site, tmp_path: Any) ->
     )
     assert proc.returncode == 2 and "not a valid tail cursor" in proc.stderr
     assert cursor.read_text() == "not a cursor\n"
+
+
+def test_on_postgresql_a_commit_wakes_the_tail(pg_site: Site, tails: list[Tail]) -> None:
+    """Pushed, not polled: the tail listens (a signal with no content), and each plain-SQL
+    insert reaches it well before its fallback timer (5 s) would have read it."""
+    site = pg_site
+    tail = Tail(site, tails, "-n", "0").ready()
+    listening = site.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND query = 'LISTEN hg_notifications'"
+    )
+    assert listening[0][0] == 1
+    for _ in range(3):
+        tail.nothing_more(within=0.3)
+        begun = time.monotonic()
+        ident = insert_late(site, 0)
+        assert tail.next(timeout=10)["id"] == ident
+        assert time.monotonic() - begun < 2.0

@@ -434,7 +434,7 @@ def tail(
     show = render.tail_printer(rt.tz, json_out)
     stop = threading.Event()
     live = follow and not no_follow
-    with _stopped_by_signals(stop):
+    with _stopped_by_signals(stop), contextlib.ExitStack() as stack:
         user = _acting(rt) if not live else following.patiently(lambda: _acting(rt), stop, status)
         if user is None:
             return
@@ -448,6 +448,10 @@ def tail(
             if live
             else None
         )
+        from humanglue_cli.core.wakeup import Listener
+
+        listener = Listener(rt.engine, stop)
+        stack.callback(listener.close)
         arrivals = following.follow(
             functools.partial(rt.read, snapshot=True),
             user.id,
@@ -458,6 +462,7 @@ def tail(
             idle_timeout=idle,
             on_status=status,
             on_ready=ready,
+            listener=listener,
         )
         for printed, (n, position) in enumerate(arrivals, start=1):
             show(n)

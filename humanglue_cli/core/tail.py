@@ -7,9 +7,10 @@ the previous read's snapshot (store/visibility.py): no time window, no set of id
 transaction left open anywhere holds back nothing. Where the reader stands (a `Position`) can be
 saved after every line and resumed from (`tail --cursor-file`).
 
-Today this polls the database — every 20 ms on SQLite, where a cheap counter says whether
-anything was inserted at all, and every 100 ms on PostgreSQL; a push that wakes the reader on
-commit (LISTEN/NOTIFY, sent once per worker batch) is the next step and keeps this interface.
+On PostgreSQL the reader sleeps until a transaction that inserted notifications commits
+(core/wakeup.py: LISTEN, a signal without content, once per such transaction), with a timer
+for a lost wake-up and polling every 100 ms while its listening connection is being replaced.
+On SQLite it looks every 20 ms at a counter that says whether anything was inserted at all.
 """
 
 from __future__ import annotations
@@ -37,12 +38,15 @@ from humanglue_cli.core.store.visibility import (
     changed_since,
     read_since,
 )
+from humanglue_cli.core.wakeup import Listener
 
 T = TypeVar("T")
 # A read-only connection in a short transaction (Runtime.read: on SQLite it never blocks writers).
 Reader = Callable[[], AbstractContextManager[sa.Connection]]
 
 POLL_INTERVAL = {"postgresql": 0.1, "sqlite": 0.02}
+# With a listener armed, commits wake the reader: the timer only covers a lost wake-up.
+PUSHED_INTERVAL = 5.0
 
 
 def _quiet(_message: str) -> None:
@@ -89,6 +93,7 @@ def follow(
     idle_timeout: float | None = None,
     on_status: Callable[[str], None] = _quiet,
     on_ready: Callable[[], None] | None = None,
+    listener: Listener | None = None,
 ) -> Iterator[tuple[Notification, Position]]:
     """Each notification to show, oldest first, with the position right after it.
 
@@ -117,6 +122,8 @@ def follow(
                 return Reading()
             return read_since(conn, user_id, filters, position)
 
+    if live and listener is not None:
+        listener.start()  # before the first read: whatever commits after it wakes us
     begun = patiently(begin, stop, on_status) if live else begin()
     if begun is None:
         return
@@ -138,10 +145,15 @@ def follow(
             return
         if interval is None:
             interval = _interval(read)
-        wait = interval
+        armed = listener is not None and listener.armed
+        wait = PUSHED_INTERVAL if armed else interval
         if idle_timeout is not None:
             wait = max(0.0, min(wait, idle_timeout - (time.monotonic() - quiet_since)))
-        if stop.wait(wait):
+        if listener is not None:
+            listener.wait(wait)
+        else:
+            stop.wait(wait)
+        if stop.is_set():
             return
         polled = patiently(functools.partial(poll, position), stop, on_status)
         if polled is None:

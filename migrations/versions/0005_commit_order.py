@@ -32,6 +32,7 @@ branch_labels = None
 depends_on = None
 
 SEQ_SETTING = "notification_seq"
+CHANNEL = "hg_notifications"
 PG_DEFAULT = "(pg_current_xact_id()::text)::bigint"
 
 
@@ -52,6 +53,23 @@ def upgrade() -> None:
             "ON notifications (user_id, commit_seq)"
         )
     if postgres:
+        # The wake-up of tails (core/tail.py): one signal per transaction that inserts
+        # notifications (a worker's batch, a platform's statement), with no content at all —
+        # any role may LISTEN to any channel. NOTIFY's commit-time lock is paid by those
+        # transactions only, never by the platform's writes of its own tables.
+        op.execute(
+            "CREATE OR REPLACE FUNCTION hg_notifications_inserted() RETURNS trigger "
+            "LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            f"  PERFORM pg_notify('{CHANNEL}', '');\n"
+            "  RETURN NULL;\n"
+            "END $$"
+        )
+        op.execute(
+            "CREATE TRIGGER hg_notifications_inserted AFTER INSERT ON notifications "
+            "FOR EACH STATEMENT EXECUTE FUNCTION hg_notifications_inserted()"
+        )
+        note("triggers", "notifications")
         return
     op.execute(f"INSERT INTO hg_settings (name, value) VALUES ('{SEQ_SETTING}', '0')")
     op.execute(
@@ -68,7 +86,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER IF EXISTS hg_notifications_inserted ON notifications")
+        op.execute("DROP FUNCTION IF EXISTS hg_notifications_inserted()")
+    else:
         op.execute("DROP TRIGGER IF EXISTS hg_notification_seq")
         op.execute(f"DELETE FROM hg_settings WHERE name = '{SEQ_SETTING}'")
     op.drop_index("ix_notifications_user_commit", "notifications")
