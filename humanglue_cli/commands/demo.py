@@ -97,9 +97,15 @@ def _run(
         platform.start()
         # A backlog larger than the demo ever makes: whatever came before the first look is
         # shown too, so no notification is taken for "already there".
-        for n in tail.follow(
-            read, cast.owner.id, inbox.Filters(), feed_stop, backlog=1000, on_status=_say
-        ):
+        arrivals = tail.follow(
+            read,
+            cast.owner.id,
+            inbox.Filters(),
+            feed_stop,
+            start=tail.Start(last=1000),
+            on_status=_say,
+        )
+        for n, _ in arrivals:
             printer.show(n)
         platform.join()
         with read() as conn:  # the last look, after the worker has settled
