@@ -223,6 +223,7 @@ def test_outage_is_waited_out_and_caught_up(pg_site: Site, tails: list[Tail]) ->
         assert caught_up == ada_ids(site)[-2:]
         tail.nothing_more(within=0.6)
         assert tail.said("reachable again")
+        assert tail.said("caught up: 2 notifications arrived meanwhile")
         assert tail.stop() == 0
     finally:
         proxy.cut()
@@ -394,3 +395,20 @@ def test_on_postgresql_a_commit_wakes_the_tail(pg_site: Site, tails: list[Tail])
         ident = insert_late(site, 0)
         assert tail.next(timeout=10)["id"] == ident
         assert time.monotonic() - begun < 2.0
+
+
+def test_bell_rings_for_high_priority_only(site: Site, tails: list[Tail]) -> None:
+    tail = Tail(site, tails, "-n", "0", "--bell").ready()
+    for priority in ("normal", "high"):
+        site.sql(
+            "INSERT INTO notifications (id, user_id, type, title, message, priority) "
+            "VALUES (:i, :u, 'system_announcement', :p, 'm', :p)",
+            i=new_id(),
+            u=site.people["ada"],
+            p=priority,
+        )
+        assert tail.next()["priority"] == priority
+    assert tail.stop() == 0  # its stderr ends: a bell is no line of its own
+    for pump in tail.pumps:
+        pump.join(timeout=10)
+    assert sum(line.count("\a") for line in tail.errors) == 1

@@ -400,6 +400,9 @@ def tail(
     no_follow: Annotated[
         bool, typer.Option("--no-follow", help="print what there is, then exit")
     ] = False,
+    bell: Annotated[
+        bool, typer.Option("--bell", help="ring the terminal's bell for high and urgent ones")
+    ] = False,
 ) -> None:
     """Print your latest notifications, then each new one as it arrives — none twice, none
     skipped, however late its transaction commits.
@@ -431,7 +434,17 @@ def tail(
         after=after,
         position=Position.decode(resume) if resume is not None else None,
     )
-    show = render.tail_printer(rt.tz, json_out)
+    titles: dict[str, str | None] = {}
+
+    def course_title(course_id: str) -> str | None:
+        from humanglue_cli.core.store import people
+
+        if course_id not in titles:
+            with rt.read() as conn:  # under the reader's own rights
+                titles[course_id] = people.course_titles(conn, [course_id]).get(course_id)
+        return titles[course_id]
+
+    show = render.tail_printer(rt.tz, json_out, bell=bell, course_title=course_title)
     stop = threading.Event()
     live = follow and not no_follow
     with _stopped_by_signals(stop), contextlib.ExitStack() as stack:

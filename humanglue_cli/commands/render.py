@@ -174,12 +174,37 @@ def notification_detail(n: Notification, tz: tzinfo, course: str | None = None) 
     _emit(Text.assemble(("data:", "bold"), "\n", Text(data, style="cyan")), console)
 
 
-def tail_printer(tz: tzinfo, as_json: bool = False) -> Callable[[Notification], None]:
-    """Prints one line per notification as it arrives (flushed, also into a pipe)."""
+def tail_printer(
+    tz: tzinfo,
+    as_json: bool = False,
+    *,
+    bell: bool = False,
+    course_title: Callable[[str], str | None] = lambda _id: None,
+) -> Callable[[Notification], None]:
+    """Prints one line per notification as it arrives (flushed, also into a pipe). On a
+    terminal: time, type in its colour, course, title, and the link, clickable (OSC 8) where
+    the terminal supports it. `bell` rings (on stderr) for high and urgent ones."""
+
+    def ring(n: Notification) -> None:
+        if bell and n.priority in ("high", "urgent"):
+            sys.stderr.write("\a")
+            sys.stderr.flush()
+
     if as_json:
-        return lambda n: typer.echo(json.dumps(n.to_json()))  # echo flushes every line
+
+        def json_line(n: Notification) -> None:
+            typer.echo(json.dumps(n.to_json()))  # echo flushes every line
+            ring(n)
+
+        return json_line
     if not is_terminal():
-        return lambda n: typer.echo(plain_line(n, tz))
+
+        def plain(n: Notification) -> None:
+            typer.echo(plain_line(n, tz))
+            ring(n)
+
+        return plain
+    from rich.style import Style
     from rich.text import Text
 
     console = _console()
@@ -188,19 +213,23 @@ def tail_printer(tz: tzinfo, as_json: bool = False) -> Callable[[Notification], 
         local = n.created_at.astimezone(tz)
         today = local.date() == datetime.now(tz).date()
         stamp = f"{local:%H:%M:%S}" if today else f"{local:%b %d %H:%M}"
+        course = course_title(n.course_id) if n.course_id else None
+        link = n.link if n.link and n.link.startswith(("http://", "https://")) else None
+        title_style = Style(bold=True, link=link) if link else Style(bold=True)
         console.print(
             Text.assemble(
                 (f"{stamp:>12} ", "dim"),
                 ("● " if not n.read else "  ", "bold cyan"),
-                (n.id[:8] + " ", "dim"),
                 (f"{one_line(n.type):<21} ", TYPE_STYLES.get(n.type, "")),
-                (one_line(n.title), "bold"),
+                (f"{one_line(course)[:24]}  " if course else "", "italic"),
+                (one_line(n.title), title_style),
                 "  ",
                 (one_line(n.message), "dim"),
             ),
             no_wrap=True,
             overflow="ellipsis",
         )
+        ring(n)
 
     return line
 

@@ -54,9 +54,13 @@ def _quiet(_message: str) -> None:
 
 
 def patiently(
-    work: Callable[[], T], stop: threading.Event, on_status: Callable[[str], None] = _quiet
+    work: Callable[[], T],
+    stop: threading.Event,
+    on_status: Callable[[str], None] = _quiet,
+    on_recovered: Callable[[], None] | None = None,
 ) -> T | None:
-    """`work()`, retried with backoff while the database is unreachable; None if stopped first."""
+    """`work()`, retried with backoff while the database is unreachable; None if stopped first.
+    `on_recovered` is called when it succeeded after failing."""
     backoff = Backoff("database", say=on_status)
     while not stop.is_set():
         try:
@@ -66,7 +70,10 @@ def patiently(
                 raise
             stop.wait(backoff.failed(error))
             continue
+        failed = backoff.failing
         backoff.ok()
+        if failed and on_recovered is not None:
+            on_recovered()
         return result
     return None
 
@@ -155,10 +162,14 @@ def follow(
             stop.wait(wait)
         if stop.is_set():
             return
-        polled = patiently(functools.partial(poll, position), stop, on_status)
+        recovered = threading.Event()
+        polled = patiently(functools.partial(poll, position), stop, on_status, recovered.set)
         if polled is None:
             return
         reading = polled
+        if recovered.is_set():
+            count = len(reading.rows)
+            on_status(f"caught up: {count} notification{'s' * (count != 1)} arrived meanwhile")
 
 
 def _interval(read: Reader) -> float:
