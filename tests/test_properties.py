@@ -327,6 +327,9 @@ RECIPIENTS = mostly(
     ),
     st.just([]),
 )
+# A tail's cursor file: one of its own (absent, then written), nowhere writable, a directory,
+# a file that is no cursor.
+CURSOR_FILES = st.sampled_from(["@CURSOR@", "/nonexistent/hg/tail.cursor", "/", "/proc/version"])
 # Where `access grant --output` may write: nowhere it can (a missing directory, a directory,
 # nothing); a writable path would only leave files behind.
 OUTPUTS = st.sampled_from(["/nonexistent/hg/login.url", "/", "", "/proc/version"])
@@ -357,7 +360,21 @@ COMMANDS = [
     Cmd("notifications count", JSON),
     Cmd(
         "notifications tail",
-        {"-n": LIMITS, "--lines": LIMITS, "--type": TYPES, **JSON},
+        {
+            "-n": LIMITS,
+            "--lines": LIMITS,
+            "--type": TYPES,
+            "--unread": None,
+            "--course": COURSES,
+            "--since": TIMES,
+            "--after": IDS,
+            "--cursor-file": CURSOR_FILES,
+            "--max-count": LIMITS,
+            "--idle-timeout": DURATIONS,
+            "-f": None,
+            "--bell": None,
+            **JSON,
+        },
         always=(opt("--no-follow"),),
     ),
     Cmd("maintenance cleanup", {"--dry-run": None, **JSON}),
@@ -404,6 +421,7 @@ class Example:
     def resolve(self, text: str, home: Path, database: str, closed: int) -> str:
         for token, value in {
             "@DB@": database,
+            "@CURSOR@": f"{home}/tail.cursor",
             "@MISSING@": f"sqlite:///{home}/missing/hg.db",
             "@EMPTY@": f"sqlite:///{home}/empty.db",
             "@NOTADB@": f"sqlite:///{home}/notadb.db",

@@ -363,6 +363,21 @@ def test_since_after_idle_timeout_and_follow_flags(site: Site, tails: list[Tail]
     assert unknown.returncode == 3
 
 
+def test_a_cursor_file_where_none_can_be_written_is_exit_2_before_printing(site: Site) -> None:
+    notify_ada(site)
+    proc = site.hg(
+        "notifications",
+        "tail",
+        "--no-follow",
+        "--cursor-file",
+        "/nonexistent/hg/tail.cursor",
+        user=email("ada"),
+        check=False,
+    )
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr.startswith("humanglue: --cursor-file") and len(proc.stderr.splitlines()) == 1
+
+
 def test_a_cursor_file_that_is_no_cursor_is_exit_2(site: Site, tmp_path: Any) -> None:
     cursor = tmp_path / "bad.cursor"
     cursor.write_text("not a cursor\n")

@@ -492,8 +492,17 @@ def _parse_since(rt: Runtime, text: str) -> datetime:
 
 
 def _read_cursor_file(path: Path) -> str | None:
+    """The cursor the file holds, None if there is none yet; exit 2 (before anything is
+    printed) if the file could not be kept up to date where it is."""
+    import os
+
     from humanglue_cli.core.errors import BadInput
 
+    directory = path.parent
+    if not directory.is_dir():
+        raise BadInput(f"--cursor-file {path}: no such directory {directory}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise BadInput(f"--cursor-file {path}: cannot write in {directory}")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -513,15 +522,22 @@ def _write_cursor_file(path: Path, cursor: str) -> None:
     import os
     import tempfile
 
+    from humanglue_cli.core.errors import HumanGlueError
+
     directory = path.parent
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    try:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
+    except OSError as error:  # the directory went away, the disk is full…
+        raise HumanGlueError(f"cannot update --cursor-file {path}: {error.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(cursor + "\n")
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise HumanGlueError(f"cannot update --cursor-file {path}: {error.strerror}") from None
         raise
 
 
