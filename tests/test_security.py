@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -264,11 +265,25 @@ def test_access_needs_postgresql(site: Site) -> None:
     assert proc.returncode == 2 and "need PostgreSQL" in proc.stderr, proc.stderr
 
 
-def test_the_platform_keeps_every_right_it_had(tmp_path: Path) -> None:
-    """A platform role's privileges and the rows it sees are the same after `db upgrade`; its
-    writes still fire the capture triggers though it has no right on `hg_events`."""
+@dataclass
+class Legacy:
+    """A database at revision 0003 (before roles), with ada, stu, a course, and a login role
+    of the platform's own (`role`) with no rights yet."""
+
+    site: Site
+    engine: sa.Engine
+    url: str
+    role: str
+
+    def as_role(self, name: str | None = None) -> str:
+        user = name or self.role
+        return sa.make_url(self.url).set(username=user).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def legacy(tmp_path: Path) -> Iterator[Legacy]:
     from humanglue_cli.core import migrate
-    from humanglue_cli.core.db import create_engine
+    from humanglue_cli.core.db import create_engine, dispose_engines
 
     url, name = _new_postgres()
     role = f"platform_{new_id()[:8]}"
@@ -279,51 +294,54 @@ def test_the_platform_keeps_every_right_it_had(tmp_path: Path) -> None:
         for who, kind in (("ada", "instructor"), ("stu", "student")):
             site.person(who, kind)
         site.people["course"] = site.course("ada", "Deep Listening")
-        notify(site, "ada", "one")
-        notify(site, "stu", "two")
         site.sql(f'CREATE ROLE "{role}" LOGIN')
-        site.sql(
-            f"GRANT SELECT, INSERT, UPDATE, DELETE ON profiles, courses, enrollments, "
-            f'notifications, student_presence TO "{role}"'
-        )
-
-        def rights() -> list[tuple[str, str]]:
-            rows = site.sql(
-                "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
-                "WHERE grantee = :r ORDER BY 1, 2",
-                r=role,
-            )
-            return [tuple(r) for r in rows]
-
-        before = rights()
-        migrate.upgrade(engine)
-        assert rights() == before
-        platform = raw(sa.make_url(url).set(username=role).render_as_string(hide_password=False))
-        try:
-            with platform.connect() as conn:
-                assert conn.execute(sa.text("SELECT count(*) FROM notifications")).scalar() == 2
-                assert conn.execute(sa.text("SELECT count(*) FROM profiles")).scalar() == 2
-                assert refused(conn, "SELECT * FROM hg_events") == "42501"
-                conn.execute(
-                    sa.text("UPDATE notifications SET title = 'edited', user_id = user_id")
-                )
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO enrollments (id, course_id, student_id) VALUES (:i, :c, :s)"
-                    ),
-                    {"i": new_id(), "c": site.people["course"], "s": site.people["stu"]},
-                )
-        finally:
-            platform.dispose()
-        assert site.pending() == 1  # the trigger wrote the outbox on the platform's behalf
-        assert site.count("title = 'edited'") == 2
+        yield Legacy(site, engine, url, role)
     finally:
         engine.dispose()
-        from humanglue_cli.core.db import dispose_engines
-
         dispose_engines()
         _drop_postgres(name)
         _drop_role(role)
+
+
+def test_the_platform_keeps_every_right_it_had(legacy: Legacy) -> None:
+    """A platform role's privileges and the rows it sees are the same after `db upgrade`; its
+    writes still fire the capture triggers though it has no right on `hg_events`."""
+    from humanglue_cli.core import migrate
+
+    site, role = legacy.site, legacy.role
+    notify(site, "ada", "one")
+    notify(site, "stu", "two")
+    site.sql(
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON profiles, courses, enrollments, "
+        f'notifications, student_presence TO "{role}"'
+    )
+
+    def rights() -> list[tuple[str, str]]:
+        rows = site.sql(
+            "SELECT table_name, privilege_type FROM information_schema.role_table_grants "
+            "WHERE grantee = :r ORDER BY 1, 2",
+            r=role,
+        )
+        return [tuple(r) for r in rows]
+
+    before = rights()
+    migrate.upgrade(legacy.engine)
+    assert rights() == before
+    platform = raw(legacy.as_role())
+    try:
+        with platform.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM notifications")).scalar() == 2
+            assert conn.execute(sa.text("SELECT count(*) FROM profiles")).scalar() == 2
+            assert refused(conn, "SELECT * FROM hg_events") == "42501"
+            conn.execute(sa.text("UPDATE notifications SET title = 'edited', user_id = user_id"))
+            conn.execute(
+                sa.text("INSERT INTO enrollments (id, course_id, student_id) VALUES (:i, :c, :s)"),
+                {"i": new_id(), "c": site.people["course"], "s": site.people["stu"]},
+            )
+    finally:
+        platform.dispose()
+    assert site.pending() == 1  # the trigger wrote the outbox on the platform's behalf
+    assert site.count("title = 'edited'") == 2
 
 
 def _drop_role(role: str) -> None:
@@ -442,66 +460,43 @@ def test_a_deleted_persons_login_can_no_longer_log_in(school: Site) -> None:
     assert proc.returncode == 5 and "not permitted to log in" in proc.stderr, proc.stderr
 
 
-def test_a_table_with_its_own_row_level_security_keeps_its_policies(tmp_path: Path) -> None:
+def test_a_table_with_its_own_row_level_security_keeps_its_policies(legacy: Legacy) -> None:
     """Where the platform had row-level security already, its policies still decide for its
     roles; HumanGlue's groups get through to theirs (the worker writes, a person sees own)."""
     from humanglue_cli.core import migrate
-    from humanglue_cli.core.db import create_engine
 
-    url, name = _new_postgres()
-    role = f"platform_{new_id()[:8]}"
-    engine = create_engine(url)
-    try:
-        migrate.upgrade(engine, "0003")
-        site = Site(url, tmp_path, "postgres", engine)
-        for who, kind in (("ada", "instructor"), ("stu", "student")):
-            site.person(who, kind)
-        site.people["course"] = site.course("ada", "Deep Listening")
-        notify(site, "ada", "seen", kind="enrollment")
-        notify(site, "ada", "hidden from the platform role", kind="payment")
-        site.sql(f'CREATE ROLE "{role}" LOGIN')
-        site.sql(f'GRANT SELECT, INSERT ON notifications TO "{role}"')
-        site.sql("ALTER TABLE notifications ENABLE ROW LEVEL SECURITY")
-        site.sql(
-            f"CREATE POLICY platform_own ON notifications TO \"{role}\" USING (type <> 'payment')"
-        )
-        platform_url = sa.make_url(url).set(username=role).render_as_string(hide_password=False)
+    site, role = legacy.site, legacy.role
+    notify(site, "ada", "seen", kind="enrollment")
+    notify(site, "ada", "hidden from the platform role", kind="payment")
+    site.sql(f'GRANT SELECT, INSERT ON notifications TO "{role}"')
+    site.sql("ALTER TABLE notifications ENABLE ROW LEVEL SECURITY")
+    site.sql(f"CREATE POLICY platform_own ON notifications TO \"{role}\" USING (type <> 'payment')")
 
-        def platform_sees() -> int:
-            platform = raw(platform_url)
-            try:
-                with platform.connect() as conn:
-                    return int(
-                        conn.execute(sa.text("SELECT count(*) FROM notifications")).scalar_one()
-                    )
-            finally:
-                platform.dispose()
-
-        assert platform_sees() == 1
-        migrate.upgrade(engine)
-        assert platform_sees() == 1  # its own policy, unchanged
-        prefix = site.sql("SELECT value FROM hg_settings WHERE name = 'role_prefix'")[0][0]
-        worker = f"w_{new_id()[:8]}"
-        site.sql(f'CREATE ROLE "{worker}" LOGIN IN ROLE "{prefix}_worker"')
+    def platform_sees() -> int:
+        platform = raw(legacy.as_role())
         try:
-            site.enroll("stu")
-            as_worker = sa.make_url(url).set(username=worker).render_as_string(hide_password=False)
-            proc = site.hg("worker", "--burst", "--json", HUMANGLUE_DATABASE_URL=as_worker)
-            assert json.loads(proc.stdout) == {"processed": 1, "failed": 0}
-            assert site.count("type = 'enrollment'") == 2
-            assert platform_sees() == 2
-            personal = grant(site, "ada")
-            listed = site.hg("notifications", "list", "--json", HUMANGLUE_DATABASE_URL=personal)
-            assert len(json.loads(listed.stdout)["items"]) == 3  # all hers, payments too
+            with platform.connect() as conn:
+                return int(conn.execute(sa.text("SELECT count(*) FROM notifications")).scalar_one())
         finally:
-            site.sql(f'DROP ROLE "{worker}"')
-    finally:
-        engine.dispose()
-        from humanglue_cli.core.db import dispose_engines
+            platform.dispose()
 
-        dispose_engines()
-        _drop_postgres(name)
-        _drop_role(role)
+    assert platform_sees() == 1
+    migrate.upgrade(legacy.engine)
+    assert platform_sees() == 1  # its own policy, unchanged
+    prefix = site.sql("SELECT value FROM hg_settings WHERE name = 'role_prefix'")[0][0]
+    worker = f"w_{new_id()[:8]}"
+    site.sql(f'CREATE ROLE "{worker}" LOGIN IN ROLE "{prefix}_worker"')
+    try:
+        site.enroll("stu")
+        proc = site.hg("worker", "--burst", "--json", HUMANGLUE_DATABASE_URL=legacy.as_role(worker))
+        assert json.loads(proc.stdout) == {"processed": 1, "failed": 0}
+        assert site.count("type = 'enrollment'") == 2
+        assert platform_sees() == 2
+        personal = grant(site, "ada")
+        listed = site.hg("notifications", "list", "--json", HUMANGLUE_DATABASE_URL=personal)
+        assert len(json.loads(listed.stdout)["items"]) == 3  # all hers, payments too
+    finally:
+        site.sql(f'DROP ROLE "{worker}"')
 
 
 def test_a_granted_url_never_carries_the_operators_credentials() -> None:

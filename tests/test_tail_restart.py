@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import test_tail
 from tests.helpers import Site, free_port, wait_until
 from tests.test_tail import Tail, ada_ids, notify_ada
+
+tails = test_tail.tails  # the fixture: tails started by a test are killed after it
 
 
 class PrivateServer:
@@ -109,11 +112,3 @@ def test_a_tail_comes_back_after_its_server_restarts(
         assert tail.stop() == 0
     finally:
         site.close()
-
-
-@pytest.fixture
-def tails() -> Iterator[list[Tail]]:
-    started: list[Tail] = []
-    yield started
-    for t in started:
-        t.close()

@@ -451,8 +451,10 @@ def tail(
         user = _acting(rt) if not live else following.patiently(lambda: _acting(rt), stop, status)
         if user is None:
             return
-        with rt.read() as conn:
-            filters = narrowing.resolve(conn, rt.acting_user(conn))
+        filters = narrowing.filters
+        if narrowing.course is not None:
+            with rt.read() as conn:
+                filters = narrowing.resolve(conn, rt.acting_user(conn))
         waiting = f"; exits after {exact(idle_delta)} with nothing new" if idle_delta else ""
         ready = (
             functools.partial(

@@ -44,9 +44,6 @@ def row_to_notification(row: Any) -> Notification:
     )
 
 
-_row = row_to_notification
-
-
 @dataclass(frozen=True)
 class Filters:
     """What `notifications list/tail/read-all/delete` narrow to."""
@@ -130,6 +127,23 @@ class Page:
     next_cursor: str | None = None
 
 
+def _key_bound(key: tuple[datetime, str]) -> sa.Tuple:
+    return sa.tuple_(
+        sa.bindparam(None, key[0], type_=N.created_at.type),
+        sa.bindparam(None, key[1], type_=N.id.type),
+    )
+
+
+# Row comparisons on (created_at, id), which the (user_id, created_at, id) index takes as its
+# bound: a page deep in the past costs what the first does (an OR of the two would be a filter).
+def before_key(key: tuple[datetime, str]) -> sa.ColumnElement[bool]:
+    return sa.tuple_(N.created_at, N.id) < _key_bound(key)
+
+
+def after_key(key: tuple[datetime, str]) -> sa.ColumnElement[bool]:
+    return sa.tuple_(N.created_at, N.id) > _key_bound(key)
+
+
 def check_limit(limit: int, name: str = "--limit") -> int:
     return check_range(limit, *PAGE_LIMIT, name)
 
@@ -141,17 +155,10 @@ def list_page(
     check_limit(limit)
     conds = filters.where(user_id)
     if cursor:
-        stamp, ident = decode_cursor(cursor, filters)
-        # A row comparison, which the (user_id, created_at, id) index takes as its bound: a
-        # page deep in the past costs what the first does (an OR of the two is a filter).
-        bound = sa.tuple_(
-            sa.bindparam(None, stamp, type_=N.created_at.type),
-            sa.bindparam(None, ident, type_=N.id.type),
-        )
-        conds.append(sa.tuple_(N.created_at, N.id) < bound)
+        conds.append(before_key(decode_cursor(cursor, filters)))
     query = sa.select(notifications).where(*conds).order_by(N.created_at.desc(), N.id.desc())
     rows = conn.execute(query.limit(limit + 1)).all()
-    items = [_row(r) for r in rows[:limit]]
+    items = [row_to_notification(r) for r in rows[:limit]]
     more = len(rows) > limit
     return Page(items, encode_cursor(items[-1], filters) if more else None)
 
@@ -160,7 +167,7 @@ def latest(conn: sa.Connection, user_id: str, filters: Filters, count: int) -> l
     """The last `count`, oldest first (the start of a tail)."""
     query = sa.select(notifications).where(*filters.where(user_id))
     rows = conn.execute(query.order_by(N.created_at.desc(), N.id.desc()).limit(count)).all()
-    return [_row(r) for r in reversed(rows)]
+    return [row_to_notification(r) for r in reversed(rows)]
 
 
 def created_since(
@@ -168,7 +175,7 @@ def created_since(
 ) -> list[Notification]:
     """Everything from `since` on, oldest first."""
     query = sa.select(notifications).where(*filters.where(user_id), N.created_at >= since)
-    return [_row(r) for r in conn.execute(query.order_by(N.created_at, N.id))]
+    return [row_to_notification(r) for r in conn.execute(query.order_by(N.created_at, N.id))]
 
 
 def keys_since(
@@ -185,7 +192,7 @@ def get_many(conn: sa.Connection, user_id: str, ids: Sequence[str]) -> list[Noti
     for start in range(0, len(ids), 500):
         chunk = list(ids[start : start + 500])
         query = sa.select(notifications).where(N.user_id == user_id, N.id.in_(chunk))
-        found.extend(_row(r) for r in conn.execute(query))
+        found.extend(row_to_notification(r) for r in conn.execute(query))
     return sorted(found, key=lambda n: (n.created_at, n.id))
 
 
@@ -214,7 +221,7 @@ def resolve(conn: sa.Connection, user_id: str, refs: Sequence[str]) -> list[str]
 
 def get(conn: sa.Connection, user_id: str, ref: str) -> Notification:
     (full,) = resolve(conn, user_id, [ref])
-    return _row(conn.execute(sa.select(notifications).where(N.id == full)).one())
+    return row_to_notification(conn.execute(sa.select(notifications).where(N.id == full)).one())
 
 
 def mark(conn: sa.Connection, user_id: str, ids: Sequence[str], read: bool) -> int:

@@ -29,7 +29,7 @@ from humanglue_cli.core.domain import Notification
 from humanglue_cli.core.errors import BadInput
 from humanglue_cli.core.ids import canonical
 from humanglue_cli.core.models import notifications, settings
-from humanglue_cli.core.store.notifications import Filters, row_to_notification
+from humanglue_cli.core.store.notifications import Filters, after_key, row_to_notification
 from humanglue_cli.core.text import shown
 
 N = notifications.c
@@ -119,14 +119,6 @@ def _since(conn: sa.Connection, mark: Mark) -> sa.ColumnElement[bool]:
     return new
 
 
-def _after(key: tuple[datetime, str]) -> sa.ColumnElement[bool]:
-    bound = sa.tuple_(
-        sa.bindparam(None, key[0], type_=N.created_at.type),
-        sa.bindparam(None, key[1], type_=N.id.type),
-    )
-    return sa.tuple_(N.created_at, N.id) > bound
-
-
 def visible_since(
     conn: sa.Connection, user_id: str, filters: Filters, position: Position
 ) -> tuple[list[Notification], set[str]]:
@@ -140,7 +132,7 @@ def visible_since(
     if position.key is not None:  # what was visible at the mark, after the key
         older = sa.select(notifications).where(
             *filters.where(user_id),
-            _after(position.key),
+            after_key(position.key),
             sa.or_(N.commit_seq.is_(None), sa.not_(since)),
         )
         found += [row_to_notification(r) for r in conn.execute(older)]
@@ -162,7 +154,7 @@ def backlog(
     query = sa.select(notifications).where(*filters.where(user_id))
     if after is not None:
         key = (after.created_at, after.id)
-        rows = conn.execute(query.where(_after(key)).order_by(N.created_at, N.id)).all()
+        rows = conn.execute(query.where(after_key(key)).order_by(N.created_at, N.id)).all()
         return Position(mark, key=key), [row_to_notification(r) for r in rows]
     if since is not None:
         ordered = query.where(N.created_at >= since).order_by(N.created_at, N.id)
