@@ -328,6 +328,62 @@ class CommitMarks:
             conn.execute("DROP FUNCTION IF EXISTS hgbench_commit_fn()")
 
 
+class CpuMeter:
+    """CPU used while the writers write, in % of one core: this benchmark's processes (itself,
+    the worker, the tails, and on PostgreSQL the server processes of its database) and the
+    whole machine — on a shared machine, the rest is other people's load."""
+
+    TICK = os.sysconf("SC_CLK_TCK")
+
+    def __init__(self, url: str, procs: dict[str, list[int]]) -> None:
+        self.url, self.procs = url, procs
+        self.start: tuple[float, dict[str, float], float] | None = None
+
+    @classmethod
+    def _of(cls, pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / cls.TICK
+
+    @classmethod
+    def _machine(cls) -> float:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+        return (sum(ticks) - ticks[3] - ticks[4]) / cls.TICK  # all but idle and iowait
+
+    def _server_pids(self) -> list[int]:
+        if self.url.startswith("sqlite"):
+            return []
+        with psycopg.connect(libpq(self.url), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def _sample(self) -> dict[str, float]:
+        used = {k: sum(self._of(p) for p in pids) for k, pids in self.procs.items()}
+        used["bench"] = self._of(os.getpid())
+        used["postgres"] = sum(self._of(p) for p in self._server_pids())
+        return used
+
+    def __enter__(self) -> CpuMeter:
+        self.start = (time.monotonic(), self._sample(), self._machine())
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        began, before, machine = self.start or (0.0, {}, 0.0)
+        took = time.monotonic() - began
+        after = self._sample()
+        self.used = {k: (after[k] - before.get(k, 0.0)) / took * 100 for k in after}
+        self.ours = sum(self.used.values())
+        self.machine = (self._machine() - machine) / took * 100
+        self.others = max(0.0, self.machine - self.ours)
+
+
 def wait_for(tails: list[Tail], ids: set[str], timeout: float) -> bool:
     """Until every tail printed every id in `ids` (True), or nothing new for `timeout` s."""
     quiet_since, seen = time.monotonic(), -1
@@ -348,6 +404,7 @@ def run_rate(
     seconds: float,
     settle: float,
     marks: CommitMarks | None,
+    meter: CpuMeter,
 ) -> dict[str, Any]:
     warm = {writer.enroll()[0] for _ in range(WARMUP)}
     if not wait_for(tails, warm, 60.0):
@@ -355,7 +412,8 @@ def run_rate(
     time.sleep(0.5)
     lines = [len(t.lines) for t in tails]
     total = round(rate * seconds)
-    committed, took, late = writer.paced(rate, total)
+    with meter:
+        committed, took, late = writer.paced(rate, total)
     wait_for(tails, set(committed), settle)
     heard = marks.committed(set(committed)) if marks is not None else {}
     latencies: list[float] = []
@@ -372,6 +430,9 @@ def run_rate(
                     latencies.append((arrived - committed[eid]) * 1000)
                     if eid in heard:
                         stages["tail"].append((arrived - heard[eid]) * 1000)
+                    elif marks is None:  # the worker's commit is not known: the rest in one
+                        rest = (arrived - committed[eid]) * 1000 - created[eid]
+                        stages.setdefault("batch+tail", []).append(rest)
         received.append(len(seen))
         missing.append(len(committed) - len(seen))
         dupes.append(sum(c - 1 for c in seen.values()))
@@ -421,9 +482,10 @@ def verdict(backend: str, rate: float, got: dict[str, Any], lat: list[float]) ->
 
 def run_backend(
     backend: str, rates: list[float], args: argparse.Namespace, tmp: Path
-) -> tuple[list[list[Any]], list[list[Any]]]:
+) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
     rows: list[list[Any]] = []
     parts: list[list[Any]] = []
+    cpu: list[list[Any]] = []
     with fresh_database(backend) as url:
         course, kids = seed(url, args.students)
         env: dict[str, str] = {}
@@ -449,7 +511,10 @@ def run_backend(
             writer = Writer(url, course, kids, args.writers)
             for rate in rates:
                 print(f"  {backend}: {rate:.0f}/s for {args.seconds:.0f} s …", flush=True)
-                got = run_rate(writer, tails, rate, args.seconds, args.settle, marks)
+                meter = CpuMeter(
+                    url, {"worker": [worker.pid], "tails": [t.proc.pid for t in tails]}
+                )
+                got = run_rate(writer, tails, rate, args.seconds, args.settle, marks, meter)
                 lat = got["lat"] or [float("nan")]
                 if worker.poll() is not None:
                     raise RuntimeError(f"the worker exited ({worker.returncode})")
@@ -469,11 +534,12 @@ def run_backend(
                         verdict(backend, rate, got, lat),
                     ]
                 )
-                stages = got["stages"]
-                if not stages["batch"]:  # SQLite, or no breakdown: the rest in one
-                    rest = [t - c for t, c in zip(lat, stages["wake+claim"], strict=False)]
-                    stages = {"wake+claim": stages["wake+claim"], "batch+tail": rest}
-                for stage, values in stages.items():
+                cpu.append(
+                    [backend, f"{rate:.0f}/s", meter.ours]
+                    + [meter.used[k] for k in ("worker", "tails", "postgres", "bench")]
+                    + [meter.others, meter.machine]
+                )
+                for stage, values in got["stages"].items():
                     if values:
                         parts.append(
                             [backend, f"{rate:.0f}/s", stage]
@@ -494,7 +560,7 @@ def run_backend(
             if broker is not None:
                 broker.flushdb()
                 broker.close()
-    return rows, parts
+    return rows, parts, cpu
 
 
 def main() -> None:
@@ -519,11 +585,13 @@ def main() -> None:
     rates = [float(r) for r in args.rates.split(",")]
     rows: list[list[Any]] = []
     parts: list[list[Any]] = []
+    cpu: list[list[Any]] = []
     with tempfile.TemporaryDirectory(prefix="hgbench_live_logs_") as tmp:
         for backend in args.backends.split(","):
-            got, split = run_backend(backend, rates, args, Path(tmp))
+            got, split, used = run_backend(backend, rates, args, Path(tmp))
             rows += got
             parts += split
+            cpu += used
     print(
         f"\nlive latency, platform commit → line read from `tail --json` (×{TAILS} tails, "
         f"pooled), ms; {args.writers} writing connections, 'late p99' = how far behind its "
@@ -536,6 +604,14 @@ def main() -> None:
     )
     print("where the milliseconds go, ms (p50 / p90 / p99 of each stage on its own)")
     table(["backend", "rate", "stage", "p50", "p90", "p99"], parts)
+    print(
+        "CPU while writing, % of one core (this machine has "
+        f"{os.cpu_count()}): this benchmark's processes, and the rest of the machine's load"
+    )
+    table(
+        ["backend", "rate", "ours", "worker", "tails", "postgres", "bench", "others", "machine"],
+        cpu,
+    )
 
 
 if __name__ == "__main__":
