@@ -203,12 +203,18 @@ def drain(
     engine: sa.Engine,
     limit: int = BATCH_SIZE,
     should_stop: Callable[[], bool] = lambda: False,
+    *,
+    watched: bool = False,
 ) -> BatchResult:
-    """Process batches until nothing is due (or `should_stop`): the `worker --burst` loop."""
+    """Process batches until nothing is due (or `should_stop`): the `worker --burst` loop.
+
+    `watched`: the caller watches for new work (core/watch.py), so a batch that was not full
+    ends the drain — one more claim only to find nothing would cost the machine more than the
+    watch's next look."""
     total = BatchResult()
     while not should_stop():
         result = process_batch(engine, limit)
         total += result
-        if not result.claimed:
+        if not result.claimed or (watched and result.claimed < limit):
             break
     return total
