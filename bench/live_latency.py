@@ -10,7 +10,8 @@ Per backend, in a database of its own:
 the schema by `humanglue db upgrade`, one instructor (ada) with a course and N students; one
 worker and three `humanglue notifications tail --json -n 0` processes acting as ada, each read
 on a pipe by a thread here that stamps every chunk it reads with time.time(). Writers here
-(--writers connections, each in a thread) insert enrollments in plain SQL, one per
+(--writers connections on PostgreSQL, each in a thread; one on SQLite, which has one writer
+at a time) insert enrollments in plain SQL, one per
 transaction (autocommit), on one paced schedule — enrollment n is due at start + n/rate —
 (100/s, then 500/s, for --seconds each), stamping time.time() right after each COMMIT
 returns; the rate achieved and how late the schedule ran are printed, so that "500/s" is
@@ -238,12 +239,14 @@ class Writer:
         self.course, self.students = course, students
         self.conns: list[Any] = []
         if url.startswith("sqlite"):
+            # One: SQLite has one writer at a time, and more connections only queue for its
+            # lock through the busy handler's sleeps (up to 100 ms each), which is no
+            # platform's steady write rate but a lock fight (500/s needs ~0.3 ms per insert).
             path = sa.make_url(url).database or ""
             self.sql = ENROLL.format(p="?")
-            for _ in range(connections):
-                self.conns.append(
-                    sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-                )
+            self.conns = [
+                sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+            ]
         else:
             self.sql = ENROLL.format(p="%s")
             self.conns = [psycopg.connect(libpq(url), autocommit=True) for _ in range(connections)]
