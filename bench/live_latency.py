@@ -297,6 +297,7 @@ class CommitMarks:
     def __init__(self, url: str) -> None:
         self.url = url
         self.heard: dict[int, float] = {}
+        self.batches = 0
         self.stop = threading.Event()
         with psycopg.connect(libpq(url), autocommit=True) as conn:
             for sql in MARK_TRIGGER:
@@ -320,6 +321,7 @@ class CommitMarks:
                 "AND n.data->>'enrollment_id' = ANY(%s)",
                 (list(enrollments),),
             ).fetchall()
+        self.batches = len({x for _, x in rows})
         return {e: self.heard[x] for e, x in rows if x in self.heard}
 
     def close(self) -> None:
@@ -453,6 +455,7 @@ def run_rate(
         "dupes": sum(dupes),
         "lat": latencies,
         "stages": stages,
+        "batches": marks.batches / took if marks is not None else None,
     }
 
 
@@ -541,6 +544,7 @@ def run_backend(
                     [backend, f"{rate:.0f}/s", meter.ours]
                     + [meter.used[k] for k in ("worker", "tails", "postgres", "bench")]
                     + [meter.others, meter.machine]
+                    + [round(got["batches"]) if got["batches"] is not None else "-"]
                 )
                 for stage, values in got["stages"].items():
                     if values:
@@ -609,10 +613,12 @@ def main() -> None:
     table(["backend", "rate", "stage", "p50", "p90", "p99"], parts)
     print(
         "CPU while writing, % of one core (this machine has "
-        f"{os.cpu_count()}): this benchmark's processes, and the rest of the machine's load"
+        f"{os.cpu_count()}): this benchmark's processes, and the rest of the machine's load; "
+        "worker commits/s = its transactions that made notifications (each wakes every tail)"
     )
     table(
-        ["backend", "rate", "ours", "worker", "tails", "postgres", "bench", "others", "machine"],
+        ["backend", "rate", "ours", "worker", "tails", "postgres", "bench", "others", "machine"]
+        + ["worker commits/s"],
         cpu,
     )
 
