@@ -7,7 +7,8 @@
    ANALYZE and VACUUM (this server runs with autovacuum off) — and on SQLite. Due-ness is the
    database's clock (`db.now`), as in the worker.
 2. pgbench tps of plain-SQL enrollments (our triggers on) with and without a poller thread
-   probing every 50 ms, alternating round by round; ratios are the median of each round's.
+   probing every 50 ms, and with the workers' watch (core/watch.py) looking every 2 ms,
+   alternating round by round; ratios are the median of each round's.
 
     python bench/poll_cost.py [--probes 1000] [--seconds 6] [--rounds 5] [--clients 8]
 """
@@ -37,6 +38,7 @@ from _common import (
 
 from humanglue_cli.core import db, models, runner
 from humanglue_cli.core.store import events
+from humanglue_cli.core.watch import FAST, Watch
 
 FAILED_PG = (
     "INSERT INTO hg_events (kind, entity_id, payload, status, attempts, last_error, "
@@ -138,8 +140,10 @@ def probe_costs(n: int) -> list[list[object]]:
 
 
 def poller_effect(args: argparse.Namespace) -> list[list[object]]:
-    tps: dict[str, list[float]] = {"no poller": [], "poller every 50 ms": []}
+    watching = f"watch every {FAST * 1000:g} ms"
+    tps: dict[str, list[float]] = {"no poller": [], "poller every 50 ms": [], watching: []}
     probes: list[float] = []
+    looks: list[float] = []
     with temp_database("postgres") as url, tempfile.TemporaryDirectory() as tmp:
         engine = migrated(url)
         build_school(engine)
@@ -155,7 +159,7 @@ def poller_effect(args: argparse.Namespace) -> list[list[object]]:
                 sa.text("ANALYZE hg_events")
             )
         for rnd in range(args.rounds):
-            order = list(tps) if rnd % 2 == 0 else list(reversed(tps))
+            order = list(tps)[rnd % 3 :] + list(tps)[: rnd % 3]
             for config in order:
                 with engine.begin() as conn:
                     conn.execute(sa.text("TRUNCATE enrollments, hg_events"))
@@ -166,7 +170,14 @@ def poller_effect(args: argparse.Namespace) -> list[list[object]]:
                         probes.extend(timed(lambda: runner.first_due(engine), 1))
                         stop.wait(0.05)
 
-                thread = threading.Thread(target=poll, daemon=True)
+                def watch(stop: threading.Event = stop) -> None:
+                    watcher = Watch(engine)
+                    while not stop.is_set():
+                        looks.extend(timed(watcher.look, 1))
+                        stop.wait(FAST)
+                    watcher.close()
+
+                thread = threading.Thread(target=watch if config == watching else poll, daemon=True)
                 if config != "no poller":
                     thread.start()
                 value = pgbench(url, [(script, 1)], args.clients, args.jobs, args.seconds)
@@ -176,14 +187,18 @@ def poller_effect(args: argparse.Namespace) -> list[list[object]]:
                 tps[config].append(value)
                 print(f"  round {rnd + 1} {config}: {value:,.0f} tps", flush=True)
         engine.dispose()
-    ratios = [a / b for a, b in zip(tps["poller every 50 ms"], tps["no poller"], strict=True)]
+
+    def ratio(config: str) -> float:
+        return median([a / b for a, b in zip(tps[config], tps["no poller"], strict=True)])
+
+    latency = {"no poller": [0.0], "poller every 50 ms": probes, watching: looks}
     return [
         [
             c,
             median(v),
             " / ".join(f"{x:,.0f}" for x in v),
-            median(ratios) if c.startswith("poller") else 1.0,
-            f"{pct(probes, 50):.2f} / {pct(probes, 95):.2f}" if c.startswith("poller") else "-",
+            ratio(c),
+            f"{pct(latency[c], 50):.2f} / {pct(latency[c], 95):.2f}" if c != "no poller" else "-",
         ]
         for c, v in tps.items()
     ]
