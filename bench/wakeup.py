@@ -2,12 +2,15 @@
 commit of its notifications, one write at a time (~20/s, randomly spaced, so each sample is an
 idle-to-busy wake-up).
 
-    embedded-pg      `humanglue worker` (embedded, polls every 50 ms) on PostgreSQL
+    embedded-pg      `humanglue worker` (embedded: its watch looks every 2 ms for new events,
+                     core/watch.py; the due index is probed every 50 ms) on PostgreSQL
     notify-pg        a LISTEN/NOTIFY listener here that calls pipeline.drain() on each notify,
                      with a NOTIFY trigger on enrollments installed for this part only
-    celery-pg        `HUMANGLUE_BROKER_URL=redis://… humanglue worker` (Celery; its poller
-                     publishes wake-ups) — skipped if Redis is not reachable
-    embedded-sqlite  `humanglue worker` (embedded, polls every 20 ms) on SQLite
+    celery-pg        `HUMANGLUE_BROKER_URL=redis://… humanglue worker` (Celery; new events are
+                     drained by its watch thread, in-process; its poller publishes wake-ups
+                     for the rest) — skipped if Redis is not reachable
+    embedded-sqlite  `humanglue worker` (embedded: watch every 2 ms, probe every 20 ms) on
+                     SQLite
 
 The end is seen through a benchmark-only NOTIFY trigger on notifications (PostgreSQL,
 ~0.2 ms) or by polling the notifications table every 0.5 ms (SQLite).

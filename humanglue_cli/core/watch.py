@@ -6,11 +6,15 @@ read-only transaction — at ~0.8 ms of client time, so it runs every 50 ms (Pos
 from the platform's own transactions would wake us at once, but it takes a cluster-wide lock
 at commit and halved the platform's write throughput here (ENGINEERING.md, Live delivery).
 
-So a worker also keeps one connection of its own and asks it, every FAST seconds, a single
-prepared statement: the first *due* event among the recent ones — those with an id above a
-low-water mark. It sees committed rows only (it is the truth, not a hint), and it reads a
-handful of index entries however large the outbox's backlog of retries: its cost does not grow
-with the outbox (~0.1 ms of client and server time together here).
+So a worker also keeps one connection of its own and asks it, every FAST seconds (IDLE once
+nothing came for QUIET seconds), a single prepared statement through libpq: the first *due*
+event among the recent ones — those with an id above a low-water mark — and the newest id. It
+sees committed rows only (it is the truth, not a hint), and it reads a handful of index entries
+however large the outbox's backlog of retries: its cost does not grow with the outbox. Measured
+here: 0.03 ms a look back to back; spaced out, ~0.1 ms of the worker's and ~0.1 ms of the
+server's CPU, mostly waking the two processes — about 5% + 3% of a core at 2 ms, 3% + 2.5%
+at 5 ms. (Reading the id sequence's last_value instead costs the same, and moves at nextval,
+before commit, so it cannot say whether there is anything to claim yet.)
 
 The low-water mark is the newest id that existed WINDOW seconds ago. Ids are taken before
 commit, so an insert may commit after a larger id did: the window keeps looking at it for
