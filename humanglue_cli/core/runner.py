@@ -14,6 +14,7 @@ import socket
 import threading
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 import sqlalchemy as sa
 
@@ -21,7 +22,7 @@ from humanglue_cli.core import pipeline
 from humanglue_cli.core.backoff import Backoff
 from humanglue_cli.core.db import Fault, classify, reading, wrap_errors
 from humanglue_cli.core.errors import SchemaError, first_line
-from humanglue_cli.core.store import events, workers
+from humanglue_cli.core.store import broadcasts, events, workers
 
 log = logging.getLogger("humanglue.worker")
 
@@ -61,6 +62,7 @@ class Heartbeat:
             workers.beat(
                 conn, self.id, self.kind, socket.gethostname(), os.getpid(), self.processed
             )
+            broadcasts.purge(conn, timedelta(seconds=HEARTBEAT_EVERY))
 
     def start(self) -> None:
         """Beat once (errors propagate: the database must be there), then in the background."""

@@ -16,7 +16,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-CHANNEL = "hg_notifications"
+CHANNEL = "hg_notifications"  # notifications inserted, or a broadcast sent (0005, 0006)
+ACTIVITY_CHANNEL = "hg_activity"  # activity journaled (migration 0006)
 SLICE = 0.25  # seconds between looks at `stop` while waiting
 RETRY = 1.0  # seconds between attempts to listen again after the connection broke
 
@@ -28,8 +29,9 @@ class Listener:
     not yet replaced), a reader should poll more often.
     """
 
-    def __init__(self, engine: sa.Engine, stop: threading.Event) -> None:
+    def __init__(self, engine: sa.Engine, stop: threading.Event, channel: str = CHANNEL) -> None:
         self.engine = engine
+        self.channel = channel
         self.stop = stop
         self._conn: Any = None
         self._retry_at = 0.0
@@ -49,7 +51,7 @@ class Listener:
             conn: Any = raw.driver_connection
             raw.detach()  # its own connection, never back to the pool still listening
             conn.autocommit = True
-            conn.execute(f"LISTEN {CHANNEL}")
+            conn.execute(f"LISTEN {self.channel}")
         except Exception:
             return False
         self._conn = conn
