@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import os
+import socket
 import sqlite3
+import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -214,16 +218,32 @@ def create_engine(url: str, *, create: bool = False, **kwargs: Any) -> sa.Engine
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    connect_args = {
-        "connect_timeout": 5,
-        "application_name": "humanglue",
-        # A dead server or a cut network is noticed within ~15 s, not at the next TCP timeout.
-        "keepalives": 1,
-        "keepalives_idle": 5,
-        "keepalives_interval": 2,
-        "keepalives_count": 3,
-    }
-    return sa.create_engine(parsed, connect_args=connect_args, **kwargs)
+    engine = sa.create_engine(parsed, connect_args=dict(PG_CONNECT_ARGS), **kwargs)
+    opened: weakref.WeakSet[Any] = weakref.WeakSet()
+    _OPENED[engine] = opened
+
+    def connected(dbapi_conn: Any, _record: Any) -> None:
+        with _OPENED_LOCK:
+            opened.add(dbapi_conn)
+
+    event.listen(engine, "connect", connected)
+    return engine
+
+
+PG_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "application_name": "humanglue",
+    # A dead server or a cut network is noticed within ~15 s, not at the next TCP timeout. A
+    # peer that still acknowledges but never answers (a proxy whose backend vanished) is not:
+    # see `deadline` and `sever`, and core/wakeup.py's heartbeat.
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
+# Every PostgreSQL connection an engine of `create_engine` has opened and not yet dropped.
+_OPENED: weakref.WeakKeyDictionary[sa.Engine, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
+_OPENED_LOCK = threading.Lock()
 
 
 def get_engine(url: str) -> sa.Engine:
@@ -239,6 +259,64 @@ def dispose_engines(close: bool = True) -> None:
     for engine in _ENGINES.values():
         engine.dispose(close=close)
     _ENGINES.clear()
+
+
+# --- stalled connections ---------------------------------------------------------------------
+# Keepalives notice a peer that stopped acknowledging. A peer that acknowledges but never
+# answers — a proxy or balancer whose backend vanished, a server frozen in place — leaves a
+# statement waiting forever: only a deadline on something that must answer soon notices it.
+
+
+def connect_directly(engine: sa.Engine) -> Any:
+    """A new DB-API connection to `engine`'s PostgreSQL database, outside its pool (a pooled one
+    is pinged on checkout, and the ping itself may stall), with the engine's options."""
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    return engine.dialect.connect(*cargs, **{**cparams, **PG_CONNECT_ARGS})
+
+
+def cut_off(dbapi_conn: Any) -> None:
+    """Shut the socket under a psycopg connection, whichever thread waits on it: that wait
+    ends at once with an error (the connection is then broken, and dropped by its user)."""
+    with contextlib.suppress(Exception):
+        if dbapi_conn.closed:
+            return
+        with socket.socket(fileno=os.dup(dbapi_conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def deadline(dbapi_conn: Any, seconds: float) -> Iterator[threading.Event]:
+    """Cut `dbapi_conn` off (`cut_off`) if the block has not ended within `seconds`; the
+    event yielded says whether it was."""
+    expired = threading.Event()
+    guard = threading.Lock()
+    running = True
+
+    def expire() -> None:
+        with guard:
+            if running:
+                expired.set()
+                cut_off(dbapi_conn)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield expired
+    finally:
+        with guard:
+            running = False
+        timer.cancel()
+
+
+def sever(engine: sa.Engine) -> None:
+    """Cut off every connection `engine` has open, pooled or in use (the way to the server is
+    stalled: a statement waiting on any of them fails now, and a pooled one fails its ping at
+    once rather than hanging in it)."""
+    with _OPENED_LOCK:
+        opened = list(_OPENED.get(engine, ()))
+    for dbapi_conn in opened:
+        cut_off(dbapi_conn)
 
 
 @contextlib.contextmanager
