@@ -254,3 +254,34 @@ def test_a_read_stalled_in_flight_is_cut_off_but_a_slow_one_is_not(
         proxy.restore()
         proxy.cut()
         site.close()
+
+
+@pytest.mark.slow
+def test_a_start_stalled_in_flight_is_cut_off(
+    server: PrivateServer, tmp_path: Path, tails: list[Tail]
+) -> None:
+    """The stall hits while the tail still learns whom it acts for: the heartbeat of its
+    listening connection, started before any read, notices it, and the start is tried again."""
+    site = Site.create(server.url, tmp_path, "postgres")
+    proxy = TcpProxy("127.0.0.1", server.port)
+    proxy.start()
+    try:
+        with site.engine.connect() as locker:
+            tx = locker.begin()
+            locker.execute(sa.text("LOCK TABLE profiles IN ACCESS EXCLUSIVE MODE"))
+            tail = Tail(site, tails, "-n", "1", HUMANGLUE_DATABASE_URL=through(site, proxy))
+            wait_until(lambda: waiting_on_a_lock(site), timeout=10)
+            cut_at = time.monotonic()
+            proxy.blackhole()  # with its first read on the wire
+            tx.commit()
+        noticed = said_within({"start": tail}, "database unavailable", cut_at, 10.0)
+        notify_ada(site)
+        proxy.restore()
+        assert tail.ready().next()["id"] == ada_ids(site)[-1]
+        assert tail.said("reachable again") and not tail.said("Traceback"), tail.errors
+        assert tail.stop() == 0, tail.errors
+        print(f"\nunavailable said after {noticed} s:\n{''.join(tail.errors)}")
+    finally:
+        proxy.restore()
+        proxy.cut()
+        site.close()

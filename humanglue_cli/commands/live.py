@@ -78,13 +78,15 @@ def activity(
     since_at = parse_when(since, rt.tz, what="--since") if since is not None else None
     stop = threading.Event()
     with _stopped_by_signals(stop), contextlib.ExitStack() as stack:
+        listener = Listener(rt.engine, stop, ACTIVITY_CHANNEL)
+        stack.callback(listener.close)
+        if follow:  # before the first read: its heartbeat notices a start that stalls, too
+            listener.start()
         start = functools.partial(_scope, rt, course, workshop)
         begun = following.patiently(start, stop, status) if follow else start()
         if begun is None:
             return
         person, scope, where = begun
-        listener = Listener(rt.engine, stop, ACTIVITY_CHANNEL)
-        stack.callback(listener.close)
         waiting = f"; exits after {exact(idle_delta)} quiet" if idle_delta else ""
         ready = functools.partial(
             status, f"following the activity of {where} ({person.name}){waiting}; Ctrl-C stops"

@@ -450,6 +450,12 @@ def tail(
     stop = threading.Event()
     live = follow and not no_follow
     with _stopped_by_signals(stop), contextlib.ExitStack() as stack:
+        from humanglue_cli.core.wakeup import Listener
+
+        listener = Listener(rt.engine, stop)
+        stack.callback(listener.close)
+        if live:  # before the first read: its heartbeat notices a start that stalls, too
+            listener.start()
         user = _acting(rt) if not live else following.patiently(lambda: _acting(rt), stop, status)
         if user is None:
             return
@@ -475,10 +481,6 @@ def tail(
             if live
             else None
         )
-        from humanglue_cli.core.wakeup import Listener
-
-        listener = Listener(rt.engine, stop)
-        stack.callback(listener.close)
         arrivals = following.follow(
             functools.partial(rt.read, snapshot=True),
             user.id,

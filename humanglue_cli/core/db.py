@@ -13,6 +13,7 @@ import os
 import socket
 import sqlite3
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
@@ -139,6 +140,8 @@ def wrap_errors(engine: sa.Engine) -> Iterator[None]:
             raise Forbidden(f"permission denied: {first_line(error)}") from None
         fault = classify(error)
         if fault is Fault.OUTAGE:
+            if stalled(engine):  # the driver's words would blame the server
+                error = ConnectionError(STALLED)
             raise unavailable(engine.url, error) from None
         if fault is Fault.SCHEMA:
             raise SchemaError(no_schema(engine.url)) from None
@@ -226,7 +229,12 @@ def create_engine(url: str, *, create: bool = False, **kwargs: Any) -> sa.Engine
         with _OPENED_LOCK:
             opened.add(dbapi_conn)
 
+    def not_while_stalled(dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> None:
+        if stalled(engine):  # it would wait out its connect timeout, in vain (see `sever`)
+            raise dialect.loaded_dbapi.OperationalError(STALLED)
+
     event.listen(engine, "connect", connected)
+    event.listen(engine, "do_connect", not_while_stalled)
     return engine
 
 
@@ -244,6 +252,8 @@ PG_CONNECT_ARGS: dict[str, Any] = {
 # Every PostgreSQL connection an engine of `create_engine` has opened and not yet dropped.
 _OPENED: weakref.WeakKeyDictionary[sa.Engine, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
 _OPENED_LOCK = threading.Lock()
+# The engines whose way to the server is stalled: when `sever` last cut off their connections.
+_STALLED: weakref.WeakKeyDictionary[sa.Engine, float] = weakref.WeakKeyDictionary()
 
 
 def get_engine(url: str) -> sa.Engine:
@@ -267,11 +277,12 @@ def dispose_engines(close: bool = True) -> None:
 # statement waiting forever: only a deadline on something that must answer soon notices it.
 
 
-def connect_directly(engine: sa.Engine) -> Any:
+def connect_directly(engine: sa.Engine, **options: Any) -> Any:
     """A new DB-API connection to `engine`'s PostgreSQL database, outside its pool (a pooled one
-    is pinged on checkout, and the ping itself may stall), with the engine's options."""
+    is pinged on checkout, and the ping itself may stall), with the engine's options and
+    `options` (libpq's)."""
     cargs, cparams = engine.dialect.create_connect_args(engine.url)
-    return engine.dialect.connect(*cargs, **{**cparams, **PG_CONNECT_ARGS})
+    return engine.dialect.connect(*cargs, **{**cparams, **PG_CONNECT_ARGS, **options})
 
 
 def cut_off(dbapi_conn: Any) -> None:
@@ -309,14 +320,104 @@ def deadline(dbapi_conn: Any, seconds: float) -> Iterator[threading.Event]:
         timer.cancel()
 
 
+HEARTBEAT = 2.0  # seconds between two questions to the server about the way to it
+STALL = 3.0  # seconds an answer may take before the way to the server is deemed stalled
+STALL_HOLDS = 10.0  # seconds a stall is assumed to last unless it is noticed again
+STALLED = f"no answer within {STALL:g}s: the connection stalled"
+
+
 def sever(engine: sa.Engine) -> None:
-    """Cut off every connection `engine` has open, pooled or in use (the way to the server is
-    stalled: a statement waiting on any of them fails now, and a pooled one fails its ping at
-    once rather than hanging in it)."""
+    """Cut off every connection `engine` has open, pooled or in use: the way to the server is
+    stalled. A statement waiting on any of them fails now, and a pooled one fails its ping at
+    once rather than hanging in it; until the server answers again (`answered`), or for
+    STALL_HOLDS seconds, the engine makes no new connection either (each would wait out its
+    connect timeout in vain): the work says at once that the database is unavailable."""
     with _OPENED_LOCK:
         opened = list(_OPENED.get(engine, ()))
+        _STALLED[engine] = time.monotonic()
     for dbapi_conn in opened:
         cut_off(dbapi_conn)
+
+
+def answered(engine: sa.Engine) -> None:
+    """The server answered on the way to it: not stalled (any more)."""
+    with _OPENED_LOCK:
+        _STALLED.pop(engine, None)
+
+
+def stalled(engine: sa.Engine) -> bool:
+    """Whether the way to `engine`'s server is stalled (see `sever`)."""
+    with _OPENED_LOCK:
+        since = _STALLED.get(engine)
+    return since is not None and time.monotonic() - since < STALL_HOLDS
+
+
+class Watchdog:
+    """Notices that the way to `engine`'s PostgreSQL server has stalled, and then cuts off
+    every connection of the engine (`sever`): whatever waits on one fails at once, as in an
+    outage, and its caller waits it out and reconnects as for any outage.
+
+    From a thread of its own, it asks the server for an answer (`SELECT 1`) every HEARTBEAT
+    seconds, on a connection of its own: one round trip every two seconds, nothing per
+    statement of the work. It tells a stall from slowness by whether the server answers at
+    all: a statement waiting for a lock, or a big batch, leaves this connection answered, and
+    is left alone. No answer within STALL seconds — or no connection within the connect
+    timeout: the way is held open, but silent — is a stall: everything is cut off (`sever`),
+    and it asks again at once, and again, until the first answer ends the stall. A server
+    that refuses or breaks connections is not stalled: the work meets that error by itself.
+    A no-op on SQLite.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._conn: Any = None  # the thread's
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start watching; a no-op if it was started before."""
+        if self.engine.dialect.name != "postgresql" or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="hg-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)  # one stuck in a connect ends by itself, unseen
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                began = time.monotonic()
+                if self._ask():
+                    answered(self.engine)
+                elif time.monotonic() - began >= STALL and not self._stop.is_set():
+                    sever(self.engine)
+                    continue  # ask again at once: the first answer ends the stall
+                self._stop.wait(HEARTBEAT)
+        finally:
+            self._drop()
+
+    def _ask(self) -> bool:
+        """Whether the server answered, on a connection made for it if need be; a failure
+        (the connection is then dropped) is a stall if it took STALL seconds or more."""
+        try:
+            if self._conn is None:
+                self._conn = connect_directly(self.engine, application_name="humanglue watchdog")
+                self._conn.autocommit = True
+            with deadline(self._conn, STALL):
+                self._conn.execute("SELECT 1")
+        except Exception:  # stalled and cut off, refused, or broken: a new one next time
+            self._drop()
+            return False
+        return True
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
 @contextlib.contextmanager

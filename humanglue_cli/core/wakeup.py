@@ -12,7 +12,8 @@ that shows in pg_stat_activity as the listening it is). No answer within STALL s
 the way is stalled — which keepalives miss when the peer still acknowledges (a proxy or a
 balancer whose backend vanished) — and then every connection of the engine is cut off
 (core/db.sever): a read blocked on one fails at once and is retried by its caller as for any
-outage, instead of waiting forever. The listener reconnects by itself.
+outage, instead of waiting forever (workers have a `db.Watchdog` of their own for this). The
+listener reconnects by itself, and its first answer ends the stall (`db.answered`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ CHANNEL = "hg_notifications"  # notifications inserted, or a broadcast sent (000
 ACTIVITY_CHANNEL = "hg_activity"  # activity journaled (migration 0006)
 SLICE = 0.25  # seconds between looks at `stop` while waiting
 RETRY = 1.0  # seconds between attempts to listen again after the connection broke
-HEARTBEAT = 2.0  # seconds of silence from the server before it is asked to answer
-STALL = 3.0  # seconds an answer may take before the way to the server is deemed stalled
+HEARTBEAT = db.HEARTBEAT  # seconds of silence from the server before it is asked to answer
+STALL = db.STALL  # seconds an answer may take before the way to the server is deemed stalled
 
 
 class Listener:
@@ -102,6 +103,7 @@ class Listener:
                 with contextlib.suppress(Exception):
                     conn.close()
             return False
+        db.answered(self.engine)
         self._conn = conn
         return True
 
@@ -127,6 +129,7 @@ class Listener:
                     with db.deadline(conn, STALL) as expired:
                         conn.execute(f"LISTEN {self.channel}")
                     heard = time.monotonic()
+                    db.answered(self.engine)
             except Exception:  # the connection broke, or stalled and was cut off
                 self._drop()
                 if expired.is_set():
