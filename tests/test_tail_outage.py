@@ -256,7 +256,6 @@ def test_a_read_stalled_in_flight_is_cut_off_but_a_slow_one_is_not(
         site.close()
 
 
-@pytest.mark.slow
 def test_a_start_stalled_in_flight_is_cut_off(
     server: PrivateServer, tmp_path: Path, tails: list[Tail]
 ) -> None:
