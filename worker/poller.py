@@ -1,9 +1,18 @@
-"""A worker bootstep that turns plain-SQL writes into wake-ups, with no beat and no NOTIFY.
+"""A worker bootstep that turns plain-SQL writes into work, with no beat and no NOTIFY.
 
-Every `interval` it probes the outbox's due index. When there is work it publishes a
-`process_events` message — at once whenever the oldest due event changes (progress, or new
-work after idle), and again every REDISPATCH seconds while that event waits: this re-sends
-what the broker lost (a Redis restart, the messages a killed worker had reserved).
+New events are processed in the worker's own process the moment they are due: a watch thread
+looks every 2 ms (core/watch.py: one cheap prepared statement on a connection of its own) for
+new events that are due, and drains them at once — no round trip through the broker, whose
+publish, delivery, task start and second look at the outbox cost milliseconds that the live
+latency goal (issue 8) does not have.
+
+Everything else is the broker's, as before. Every `interval` the poller thread probes the
+outbox's due index. When there is work it publishes a `process_events` message — at once
+whenever the oldest due event changes (progress, or work the watch does not see: a retry, a
+lease run out, a late commit), two intervals later for new work the watch is draining (a
+burst it has not finished, so that the pool's threads and the other workers share it), and
+again every REDISPATCH seconds while that event waits: this re-sends what the broker lost (a
+Redis restart, the messages a killed worker had reserved).
 
 If a wake-up cannot be published (the broker is down), or the oldest due event still waits
 after STALL seconds of wake-ups (this worker's consumer has stopped consuming: kombu's Redis
@@ -23,8 +32,9 @@ from celery import bootsteps
 
 from humanglue_cli.core import runner
 from humanglue_cli.core.backoff import Backoff
-from humanglue_cli.core.db import wrap_errors
+from humanglue_cli.core.db import Fault, classify, wrap_errors
 from humanglue_cli.core.errors import first_line
+from humanglue_cli.core.watch import Watch
 
 log = logging.getLogger("humanglue.worker")
 
@@ -40,21 +50,25 @@ class OutboxPoller(bootsteps.StartStopStep):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def start(self, parent: Any) -> None:
-        self._thread = threading.Thread(
-            target=self._run, args=(parent.app,), name="humanglue-poller", daemon=True
-        )
-        self._thread.start()
+        loop = PollLoop(parent.app)
+        self._threads = [
+            threading.Thread(target=self._run, args=(loop,), name="humanglue-poller", daemon=True),
+            threading.Thread(
+                target=loop.watch, args=(self._stop,), name="humanglue-watch", daemon=True
+            ),
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, parent: Any) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=DRAIN_BUDGET + 3)
+        for thread in self._threads:
+            thread.join(timeout=DRAIN_BUDGET + 3)
 
-    def _run(self, app: Any) -> None:
-        loop = PollLoop(app)
+    def _run(self, loop: PollLoop) -> None:
         try:
             while not self._stop.is_set():
                 self._stop.wait(loop.tick())
@@ -80,6 +94,7 @@ class PollLoop:
         self.broker_retry_at = 0.0
         self.stall_logged = -STALL_LOG_EVERY
         self.processed = 0  # this process's tally of processed events, as last seen
+        self.watcher = Watch(self.db)  # the watch thread's
 
     def tick(self) -> float:
         """Probe, wake, maybe drain; returns the seconds to wait before the next tick."""
@@ -101,7 +116,10 @@ class PollLoop:
         # as the oldest id looks unchanged while a long batch holds it.
         progressed, self.processed = processed != self.processed, processed
         if due != self.due or progressed:
-            self.due, self.due_since, self.sent = due, now, 0.0
+            # New work that the watch sees is drained within milliseconds: a wake-up for it
+            # goes out only if it is still due two ticks from now.
+            grace = 2 * self.interval if self.watcher.covers(due) else 0.0
+            self.due, self.due_since, self.sent = due, now, now - REDISPATCH + grace
         if due is None:
             return self.interval
         if self.broker.failing:  # no one can be woken: do the work here, try the broker later
@@ -112,6 +130,29 @@ class PollLoop:
         if now - self.sent >= REDISPATCH and now >= self.broker_retry_at:
             self._wake(time.monotonic())
         return self.interval
+
+    def watch(self, stop: threading.Event) -> None:
+        """The watch thread: drain new work here as soon as the watch sees it due."""
+        from worker import tasks
+
+        try:
+            while not stop.is_set():
+                if self.database.failing:  # the poller says so, and says when it is back
+                    stop.wait(self.interval)
+                    continue
+                if not runner.watch_for(self.watcher, stop, self.interval):
+                    continue
+                try:
+                    result = tasks.drain(DRAIN_BUDGET, stop=stop, watched=True)
+                except Exception as error:  # an outage is the poller's to report, once
+                    if classify(error) is not Fault.OUTAGE:
+                        log.warning("could not process new events: %s", first_line(error))
+                    stop.wait(self.interval)
+                    continue
+                if not result.claimed:  # due, yet held by another worker: no spinning on it
+                    stop.wait(self.interval)
+        finally:
+            self.watcher.close()
 
     def stop(self) -> None:
         self.heartbeat.stop()

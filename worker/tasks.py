@@ -33,10 +33,20 @@ class Tally:
 processed = Tally()
 
 
-def drain(budget: float, batch_size: int = pipeline.BATCH_SIZE) -> pipeline.BatchResult:
-    """Process due events in batches for up to `budget` seconds (tasks and the poller)."""
+def drain(
+    budget: float,
+    batch_size: int = pipeline.BATCH_SIZE,
+    stop: threading.Event | None = None,
+    watched: bool = False,
+) -> pipeline.BatchResult:
+    """Process due events in batches for up to `budget` seconds, or until `stop` is set
+    (tasks, the poller and its watch: `watched`, see pipeline.drain)."""
     deadline = time.monotonic() + budget
-    result = pipeline.drain(engine(), batch_size, should_stop=lambda: time.monotonic() > deadline)
+
+    def should_stop() -> bool:
+        return time.monotonic() > deadline or (stop is not None and stop.is_set())
+
+    result = pipeline.drain(engine(), batch_size, should_stop=should_stop, watched=watched)
     processed.add(result.processed)
     return result
 

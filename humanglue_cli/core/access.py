@@ -116,10 +116,11 @@ def enter(conn: sa.Connection, people_role: str, user_id: str) -> None:
     From here every statement of the transaction passes the same row-level security policies
     as that person's own login would.
     """
-    conn.execute(
-        sa.text("SELECT set_config('role', :role, true), set_config(:setting, :user, true)"),
-        {"role": people_role, "setting": ACTING_SETTING, "user": user_id},
-    )
+    conn.execute(_ENTER, {"role": people_role, "setting": ACTING_SETTING, "user": user_id})
+
+
+# Built once: every transaction of a command, and every read of a tail, runs it.
+_ENTER = sa.text("SELECT set_config('role', :role, true), set_config(:setting, :user, true)")
 
 
 def check_operator(conn: sa.Connection) -> None:

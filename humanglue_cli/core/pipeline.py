@@ -66,37 +66,42 @@ def _stoppable(fault: Fault) -> bool:
     return fault in (Fault.OUTAGE, Fault.SCHEMA)
 
 
+_PG_BEGIN = sa.select(
+    sa.func.set_config("lock_timeout", LOCK_TIMEOUT, True),
+    sa.type_coerce(sa.func.now(), UTCDateTime()),
+)
+
+
 def _begin(conn: sa.Connection) -> datetime:
     """Start processing: bound every lock wait (PostgreSQL); returns the database's time."""
     if conn.dialect.name == "postgresql":
-        query = sa.select(
-            sa.func.set_config("lock_timeout", LOCK_TIMEOUT, True),
-            sa.type_coerce(sa.func.now(), UTCDateTime()),
-        )
-        now: datetime = conn.execute(query).one()[1]
+        now: datetime = conn.execute(_PG_BEGIN).one()[1]
         return now
     return db.current_time(conn)
 
 
 def process_batch(engine: sa.Engine, limit: int = BATCH_SIZE) -> BatchResult:
-    """Claim up to `limit` due events and process them (see the module docstring)."""
-    with engine.begin() as conn:
-        claimed = events.claim(conn, limit)
-    if not claimed:
-        return BatchResult()
-    try:
-        with engine.begin() as conn:
-            now = _begin(conn)
-            result = _process(conn, events.lock_claimed(conn, claimed), now)
-    except Exception as error:
-        if _stoppable(classify(error)):
-            raise
-        log.info(
-            "a batch of %d failed (%s): isolating the culprit", len(claimed), first_line(error)
-        )
-        with engine.begin() as conn:
-            now = _begin(conn)
-            result = _isolate(conn, events.lock_claimed(conn, claimed), now)
+    """Claim up to `limit` due events and process them (see the module docstring).
+
+    The claim and the processing are two transactions on one connection: one checkout."""
+    with engine.connect() as conn:
+        with conn.begin():
+            claimed = events.claim(conn, limit)
+        if not claimed:
+            return BatchResult()
+        try:
+            with conn.begin():
+                now = _begin(conn)
+                result = _process(conn, events.lock_claimed(conn, claimed), now)
+        except Exception as error:
+            if _stoppable(classify(error)):
+                raise
+            log.info(
+                "a batch of %d failed (%s): isolating the culprit", len(claimed), first_line(error)
+            )
+            with conn.begin():
+                now = _begin(conn)
+                result = _isolate(conn, events.lock_claimed(conn, claimed), now)
     result.claimed = len(claimed)
     return result
 
@@ -208,12 +213,18 @@ def drain(
     engine: sa.Engine,
     limit: int = BATCH_SIZE,
     should_stop: Callable[[], bool] = lambda: False,
+    *,
+    watched: bool = False,
 ) -> BatchResult:
-    """Process batches until nothing is due (or `should_stop`): the `worker --burst` loop."""
+    """Process batches until nothing is due (or `should_stop`): the `worker --burst` loop.
+
+    `watched`: the caller watches for new work (core/watch.py), so a batch that was not full
+    ends the drain — one more claim only to find nothing would cost the machine more than the
+    watch's next look."""
     total = BatchResult()
     while not should_stop():
         result = process_batch(engine, limit)
         total += result
-        if not result.claimed:
+        if not result.claimed or (watched and result.claimed < limit):
             break
     return total

@@ -2,8 +2,10 @@
 
 The embedded worker — the default with no broker — polls the outbox's due index (a probe
 that costs well under a millisecond) every `poll_interval`, and drains everything due when
-there is work. Several may run side by side: claims never overlap (SKIP LOCKED; SQLite's single
-writer). The Celery worker's poller (worker/poller.py) uses the same heartbeat and probe.
+there is work; between two probes a `Watch` (core/watch.py) looks every 2 ms, on a connection
+of its own, for new events that are due, and drains them at once. Several may run side by
+side: claims never overlap (SKIP LOCKED; SQLite's single writer). The Celery worker's poller
+(worker/poller.py) uses the same heartbeat, probe and watch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -23,6 +26,7 @@ from humanglue_cli.core.backoff import Backoff
 from humanglue_cli.core.db import Fault, Watchdog, classify, reading, wrap_errors
 from humanglue_cli.core.errors import SchemaError, first_line
 from humanglue_cli.core.store import broadcasts, events, workers
+from humanglue_cli.core.watch import Watch
 
 log = logging.getLogger("humanglue.worker")
 
@@ -114,6 +118,8 @@ def run(
     interval = poll_interval if poll_interval is not None else default_poll_interval(engine)
     heartbeat = Heartbeat(engine, "embedded")
     backoff = Backoff("database")
+    watch = Watch(engine)
+    woken = False  # the watch saw new work due
 
     def probe() -> int | None:
         if not heartbeat.started:
@@ -122,28 +128,50 @@ def run(
         backoff.ok()  # the database answers: say so now, not after the catching up
         return due
 
+    next_probe = 0.0  # when the regular probe is due again (monotonic)
     try:
         while not stop.is_set():
+            result = None
             try:
                 with wrap_errors(engine):
-                    due = probe()
-                    result = None
-                    if due is not None:
-                        result = pipeline.drain(engine, batch_size, should_stop=stop.is_set)
+                    if woken:  # new work: no need to probe first
+                        result = pipeline.drain(
+                            engine, batch_size, should_stop=stop.is_set, watched=True
+                        )
+                    elif time.monotonic() >= next_probe:
+                        next_probe = time.monotonic() + interval
+                        if probe() is not None:
+                            result = pipeline.drain(engine, batch_size, should_stop=stop.is_set)
             except SchemaError:
                 raise
             except Exception as error:
+                woken = False
                 stop.wait(_trouble(error, backoff))
                 continue
             if result is not None and result.claimed:
                 heartbeat.processed += result.processed
                 if on_batch:
                     on_batch(result)
-                continue  # more may have arrived meanwhile: probe again at once
-            # Nothing due — or all of it locked by another worker (SKIP LOCKED): wait a tick.
-            stop.wait(interval)
+            elif woken:  # due, yet nothing to claim (held by another worker): no spinning on it
+                woken = False
+                stop.wait(interval)
+                continue
+            # Until the regular probe is due, drain new work as soon as the watch sees it.
+            woken = watch_for(watch, stop, max(0.0, next_probe - time.monotonic()))
     finally:
+        watch.close()
         heartbeat.stop()
+
+
+def watch_for(watch: Watch, stop: threading.Event, timeout: float) -> bool:
+    """`watch.wait()`, where an error only ends the wait: the regular probe reports outages."""
+    started = time.monotonic()
+    try:
+        return watch.wait(stop, timeout)
+    except Exception as error:
+        log.debug("watch: %s", first_line(error))
+        stop.wait(max(0.0, timeout - (time.monotonic() - started)))
+        return False
 
 
 def _trouble(error: BaseException, backoff: Backoff) -> float:

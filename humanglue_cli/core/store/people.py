@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -175,31 +177,49 @@ def course_titles(conn: sa.Connection, course_ids: Iterable[str]) -> dict[str, s
 def load_context(conn: sa.Connection, needs: Needs) -> Context:
     """Everything a batch of events names, in four queries whatever the batch size."""
     ctx = Context()
+    q = _context_queries(conn.dialect.name)
     if needs.workshops:
-        query = sa.select(workshops.c.id, workshops.c.title, workshops.c.instructor_id)
-        in_batch = db.one_of(conn, workshops.c.id, sorted(needs.workshops))
-        for w in conn.execute(query.where(in_batch)):
+        for w in conn.execute(q.workshops, {"ids": sorted(needs.workshops)}):
             ctx.workshops[str(w.id)] = Workshop(str(w.id), w.title, str(w.instructor_id))
     if needs.courses:
         ids = sorted(needs.courses)
         co: dict[str, list[str]] = {}
-        links = (
-            sa.select(course_instructors)
-            .where(db.one_of(conn, course_instructors.c.course_id, ids))
-            .order_by(course_instructors.c.user_id)
-        )
-        for link in conn.execute(links):
+        for link in conn.execute(q.links, {"ids": ids}):
             co.setdefault(str(link.course_id), []).append(str(link.user_id))
-        query = sa.select(courses.c.id, courses.c.title, courses.c.instructor_id)
-        for c in conn.execute(query.where(db.one_of(conn, courses.c.id, ids))):
+        for c in conn.execute(q.courses, {"ids": ids}):
             owner = str(c.instructor_id)
             others = [u for u in co.get(str(c.id), []) if u != owner]
             ctx.courses[str(c.id)] = Course(str(c.id), c.title, (owner, *others))
     if needs.people:
-        in_batch = db.one_of(conn, P.id, sorted(needs.people))
-        for p in conn.execute(sa.select(profiles).where(in_batch)):
+        for p in conn.execute(q.people, {"ids": sorted(needs.people)}):
             ctx.people[str(p.id)] = _person(p)
     return ctx
+
+
+@dataclass(frozen=True)
+class _ContextQueries:
+    workshops: sa.Select[Any]
+    links: sa.Select[Any]
+    courses: sa.Select[Any]
+    people: sa.Select[Any]
+
+
+@functools.cache
+def _context_queries(dialect: str) -> _ContextQueries:
+    """load_context's statements, built once per dialect (a batch's hot path)."""
+    ci = course_instructors.c
+    return _ContextQueries(
+        workshops=sa.select(workshops.c.id, workshops.c.title, workshops.c.instructor_id).where(
+            db.any_of(dialect, workshops.c.id, "ids")
+        ),
+        links=sa.select(course_instructors)
+        .where(db.any_of(dialect, ci.course_id, "ids"))
+        .order_by(ci.user_id),
+        courses=sa.select(courses.c.id, courses.c.title, courses.c.instructor_id).where(
+            db.any_of(dialect, courses.c.id, "ids")
+        ),
+        people=sa.select(profiles).where(db.any_of(dialect, P.id, "ids")),
+    )
 
 
 def lock_recipients(conn: sa.Connection, user_ids: Iterable[str]) -> set[str]:
