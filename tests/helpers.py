@@ -190,17 +190,30 @@ def free_port() -> int:
 
 
 class TcpProxy:
-    """A TCP proxy the test can cut — every connection dropped, new ones refused — and restore."""
+    """A TCP proxy the test can cut — every connection dropped, new ones refused — or turn into
+    a blackhole — every connection kept open and new ones accepted, but not a byte (nor a close)
+    forwarded, as a load balancer whose backend vanished, or a peer behind a silent network
+    partition whose kernel still answers keepalives — and restore."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.port = free_port()
         self.server: socket.socket | None = None
         self.conns: list[socket.socket] = []
+        self.flowing = threading.Event()  # cleared: a blackhole
+        self.flowing.set()
 
     def start(self) -> None:
         self.server = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
         threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
+
+    def blackhole(self) -> None:
+        """Forward nothing from now on; what arrives is held, not lost."""
+        self.flowing.clear()
+
+    def restore(self) -> None:
+        """Forward again, what was held first (a healed partition)."""
+        self.flowing.set()
 
     def cut(self) -> None:
         if self.server is not None:
@@ -223,19 +236,25 @@ class TcpProxy:
             if server is not self.server:  # cut meanwhile
                 client.close()
                 return
-            upstream = socket.create_connection(self.target)
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()  # as if the server had refused it
+                continue
             self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self.flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass
         finally:
+            self.flowing.wait()  # a blackhole does not pass on a close either
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)

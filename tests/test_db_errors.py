@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from humanglue_cli.core import db
 from humanglue_cli.core.db import Fault, classify, create_engine
 from humanglue_cli.core.errors import SchemaError, Unavailable
 from tests.helpers import Site, free_port
@@ -122,3 +124,24 @@ def test_a_missing_sqlite_file_is_never_created(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="no database at"):
         create_engine(f"sqlite:///{path}")
     assert not path.parent.exists()
+
+
+def test_a_stall_cuts_off_the_engine_until_the_server_answers(pg_site: Site) -> None:
+    """`sever` (a watchdog noticed a stall) fails a statement in flight and every new
+    connection at once, saying why, until the server answers again."""
+    engine = create_engine(pg_site.url)
+    try:
+        with engine.connect() as conn:
+            in_flight = threading.Timer(0.3, db.sever, args=(engine,))
+            in_flight.start()
+            began = time.monotonic()
+            with pytest.raises(sa.exc.OperationalError) as cut:
+                conn.exec_driver_sql("SELECT pg_sleep(5)")
+            assert time.monotonic() - began < 2 and classify(cut.value) is Fault.OUTAGE
+        assert db.stalled(engine)
+        with pytest.raises(Unavailable, match=db.STALLED), db.wrap_errors(engine):
+            run(engine, "SELECT 1")()  # no new connection, and no wait for one
+        db.answered(engine)
+        run(engine, "SELECT 1")()
+    finally:
+        engine.dispose()

@@ -377,6 +377,24 @@ COMMANDS = [
         },
         always=(opt("--no-follow"),),
     ),
+    Cmd(
+        "activity",  # not --follow: it would run until stopped
+        {
+            "--course": COURSES,
+            "--workshop": COURSES,
+            "-n": LIMITS,
+            "--lines": LIMITS,
+            "--since": TIMES,
+            "--max-count": LIMITS,
+            "--idle-timeout": DURATIONS,
+            **JSON,
+        },
+    ),
+    Cmd(
+        "broadcast",
+        {"--course": COURSES, "--workshop": COURSES, **JSON},
+        st.lists(TEXT, min_size=0, max_size=2),
+    ),
     Cmd("maintenance cleanup", {"--dry-run": None, **JSON}),
     Cmd("status", JSON),
     Cmd("events failed", {"--limit": LIMITS, **JSON}),

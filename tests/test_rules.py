@@ -573,6 +573,11 @@ def test_every_trigger_kind_has_a_handler_and_every_handler_a_source() -> None:
     for upgrade in (triggers.pg_functions, triggers._upgrade_sqlite):
         assert "EventKind.COURSE_UPDATED" in inspect.getsource(upgrade), upgrade.__name__
     written = {c.kind for c in triggers.CAPTURES} | {EventKind.COURSE_UPDATED}
+    feed = load_migration("0006_activity_and_broadcasts")  # activity only: notifies nobody
+    for upgrade in (feed._upgrade_postgres, feed._upgrade_sqlite):
+        for kind in (EventKind.STUDENT_ACTIVITY, EventKind.CHECKED_IN):
+            assert f"EventKind.{kind.name}" in inspect.getsource(upgrade), upgrade.__name__
+            written.add(kind)
     sources = written | domain.ENQUEUED_BY_CODE
 
     for kind in [*written, *domain.ENQUEUED_BY_CODE, *rules.RULES]:

@@ -22,10 +22,14 @@ from tests.helpers import CLI, Site, TcpProxy, email, new_id, wait_until
 class Tail:
     """A running `humanglue notifications tail --json …`; its lines arrive in a queue."""
 
-    def __init__(self, site: Site, running: list[Tail], *args: str, **env: str) -> None:
+    COMMAND: tuple[str, ...] = ("notifications", "tail", "--json")
+
+    def __init__(
+        self, site: Site, running: list[Tail], *args: str, user: str = "ada", **env: str
+    ) -> None:
         self.proc = subprocess.Popen(
-            [CLI, "notifications", "tail", "--json", *args],
-            env=site.env(email("ada"), **env),
+            [CLI, *self.COMMAND, *args],
+            env=site.env(email(user), **env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -52,10 +52,11 @@ def drain(
 
 
 def _unfinished(task: str, error: Exception) -> dict[str, Any]:
-    """One line for a task that could not run, never a traceback: an outage is the poller's to
-    report and to wait out, and the work is in the database for the next try."""
+    """One line for a task that could not run, never a traceback; none for an outage, which
+    is the poller's to report (once, and when it ends) and to wait out: the work is in the
+    database for the next try."""
     if classify(error) is Fault.OUTAGE:
-        log.warning("%s: database unavailable (%s); the work waits", task, first_line(error))
+        log.debug("%s: database unavailable (%s); the work waits", task, first_line(error))
     else:
         log.error("%s failed: %s: %s", task, type(error).__name__, first_line(error))
     return {"error": first_line(error)}

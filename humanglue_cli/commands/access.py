@@ -7,6 +7,7 @@ once: written to `--output` (mode 0600) or to stdout, never to a log.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -51,6 +52,7 @@ def grant(
 
     rt = runtime(ctx)
     url = rt.settings.database_url
+    made = output is not None and not output.exists()  # a file of ours to remove on failure
     sink = _open_private(output) if output is not None else None  # before anything is created
     try:
         with rt.write() as conn:
@@ -60,7 +62,9 @@ def grant(
     except BaseException:
         if sink is not None and output is not None:
             sink.close()
-            output.unlink(missing_ok=True)
+            if made:  # never someone's file that was there before
+                with contextlib.suppress(OSError):
+                    output.unlink()
         raise
     personal = access.personal_url(url, role, password)
     text = (

@@ -12,6 +12,7 @@ from humanglue_cli.commands import (
     db,
     demo,
     events,
+    live,
     maintenance,
     notifications,
     status,
@@ -100,4 +101,6 @@ app.add_typer(access.app, name="access")
 app.command("worker")(worker.worker)
 app.command("beat")(worker.beat)
 app.command("status")(status.status)
+app.command("activity")(live.activity)
+app.command("broadcast")(live.broadcast)
 app.command("demo")(demo.demo)

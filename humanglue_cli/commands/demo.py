@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from humanglue_cli.commands.runtime import is_terminal, status
+from humanglue_cli.core.domain import Broadcast
 from humanglue_cli.core.text import one_line
 
 if TYPE_CHECKING:
@@ -106,7 +107,8 @@ def _run(
             on_status=_say,
         )
         for n, _ in arrivals:
-            printer.show(n)
+            if not isinstance(n, Broadcast):  # (none asked for)
+                printer.show(n)
         platform.join()
         with read() as conn:  # the last look, after the worker has settled
             for n in inbox.created_since(

@@ -405,12 +405,14 @@ def tail(
     ] = False,
 ) -> None:
     """Print your latest notifications, then each new one as it arrives — none twice, none
-    skipped, however late its transaction commits.
+    skipped, however late its transaction commits. While following, broadcasts to the courses
+    and workshops you teach show up too (not with --type).
 
     Example: humanglue -u ada@example.edu notifications tail --cursor-file ~/.hg-cursor --json
     """
     from humanglue_cli.commands import render
     from humanglue_cli.core import tail as following
+    from humanglue_cli.core.domain import Broadcast
     from humanglue_cli.core.errors import BadInput, check_range
     from humanglue_cli.core.store.visibility import Position
     from humanglue_cli.core.timeutil import exact, parse_duration
@@ -448,6 +450,12 @@ def tail(
     stop = threading.Event()
     live = follow and not no_follow
     with _stopped_by_signals(stop), contextlib.ExitStack() as stack:
+        from humanglue_cli.core.wakeup import Listener
+
+        listener = Listener(rt.engine, stop)
+        stack.callback(listener.close)
+        if live:  # before the first read: its heartbeat notices a start that stalls, too
+            listener.start()
         user = _acting(rt) if not live else following.patiently(lambda: _acting(rt), stop, status)
         if user is None:
             return
@@ -455,6 +463,16 @@ def tail(
         if narrowing.course is not None:
             with rt.read() as conn:
                 filters = narrowing.resolve(conn, rt.acting_user(conn))
+        audience = None  # broadcasts come along, live, unless notification types are asked for
+        if live and not type_:
+            from humanglue_cli.core.activity import Scope
+            from humanglue_cli.core.store import activity
+
+            audience = Scope(teacher=user.id)
+            if filters.course_id is not None:
+                with rt.read() as conn:
+                    taught = activity.taught(conn, user.id).course_ids
+                audience = Scope(tuple(c for c in taught if c == filters.course_id))
         waiting = f"; exits after {exact(idle_delta)} with nothing new" if idle_delta else ""
         ready = (
             functools.partial(
@@ -463,10 +481,6 @@ def tail(
             if live
             else None
         )
-        from humanglue_cli.core.wakeup import Listener
-
-        listener = Listener(rt.engine, stop)
-        stack.callback(listener.close)
         arrivals = following.follow(
             functools.partial(rt.read, snapshot=True),
             user.id,
@@ -478,10 +492,11 @@ def tail(
             on_status=status,
             on_ready=ready,
             listener=listener,
+            broadcasts=audience,
         )
         for printed, (n, position) in enumerate(arrivals, start=1):
             show(n)
-            if cursor_file is not None:
+            if cursor_file is not None and not isinstance(n, Broadcast):
                 _write_cursor_file(cursor_file, position.encode())
             if max_count is not None and printed >= max_count:
                 break

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from humanglue_cli.commands.runtime import is_terminal
+from humanglue_cli.core.domain import Broadcast
 from humanglue_cli.core.text import one_line, printable
 
 if TYPE_CHECKING:
     from rich.text import Text
 
+    from humanglue_cli.core.activity import Item
     from humanglue_cli.core.domain import Notification
 
 TYPE_STYLES = {
@@ -174,33 +176,49 @@ def notification_detail(n: Notification, tz: tzinfo, course: str | None = None) 
     _emit(Text.assemble(("data:", "bold"), "\n", Text(data, style="cyan")), console)
 
 
+def _stamp(at: datetime, tz: tzinfo) -> str:
+    local = at.astimezone(tz)
+    return (
+        f"{local:%H:%M:%S}" if local.date() == datetime.now(tz).date() else f"{local:%b %d %H:%M}"
+    )
+
+
+def broadcast_plain(b: Broadcast, tz: tzinfo) -> str:
+    """A broadcast on one line, into a pipe: time, `broadcast`, where to, who — message."""
+    stamp = b.at.astimezone(tz).isoformat(timespec="seconds")
+    where = one_line(b.title or b.course_id or b.workshop_id or "")
+    sender = one_line(b.sender_name or b.sender_id)
+    return f"{stamp}  broadcast  {where}  {sender}: {one_line(b.message)}"
+
+
 def tail_printer(
     tz: tzinfo,
     as_json: bool = False,
     *,
     bell: bool = False,
     course_title: Callable[[str], str | None] = lambda _id: None,
-) -> Callable[[Notification], None]:
-    """Prints one line per notification as it arrives (flushed, also into a pipe). On a
-    terminal: time, type in its colour, course, title, and the link, clickable (OSC 8) where
-    the terminal supports it. `bell` rings (on stderr) for high and urgent ones."""
+) -> Callable[[Notification | Broadcast], None]:
+    """Prints one line per notification or broadcast as it arrives (flushed, also into a
+    pipe). On a terminal: time, type in its colour, course, title, and the link, clickable
+    (OSC 8) where the terminal supports it. `bell` rings (on stderr) for high and urgent ones,
+    and for broadcasts."""
 
-    def ring(n: Notification) -> None:
-        if bell and n.priority in ("high", "urgent"):
+    def ring(n: Notification | Broadcast) -> None:
+        if bell and (isinstance(n, Broadcast) or n.priority in ("high", "urgent")):
             sys.stderr.write("\a")
             sys.stderr.flush()
 
     if as_json:
 
-        def json_line(n: Notification) -> None:
+        def json_line(n: Notification | Broadcast) -> None:
             typer.echo(json.dumps(n.to_json()))  # echo flushes every line
             ring(n)
 
         return json_line
     if not is_terminal():
 
-        def plain(n: Notification) -> None:
-            typer.echo(plain_line(n, tz))
+        def plain(n: Notification | Broadcast) -> None:
+            typer.echo(broadcast_plain(n, tz) if isinstance(n, Broadcast) else plain_line(n, tz))
             ring(n)
 
         return plain
@@ -209,27 +227,103 @@ def tail_printer(
 
     console = _console()
 
-    def line(n: Notification) -> None:
-        local = n.created_at.astimezone(tz)
-        today = local.date() == datetime.now(tz).date()
-        stamp = f"{local:%H:%M:%S}" if today else f"{local:%b %d %H:%M}"
-        course = course_title(n.course_id) if n.course_id else None
-        link = n.link if n.link and n.link.startswith(("http://", "https://")) else None
-        title_style = Style(bold=True, link=link) if link else Style(bold=True)
-        console.print(
-            Text.assemble(
-                (f"{stamp:>12} ", "dim"),
+    def line(n: Notification | Broadcast) -> None:
+        if isinstance(n, Broadcast):
+            text = Text.assemble(
+                (f"{_stamp(n.at, tz):>12} ", "dim"),
+                ("» ", "bold magenta"),
+                (f"{'broadcast':<21} ", "bold magenta"),
+                (f"{one_line(n.title or '')[:24]}  ", "italic"),
+                (one_line(n.sender_name or n.sender_id) + ": ", "bold"),
+                one_line(n.message),
+            )
+        else:
+            course = course_title(n.course_id) if n.course_id else None
+            link = n.link if n.link and n.link.startswith(("http://", "https://")) else None
+            title_style = Style(bold=True, link=link) if link else Style(bold=True)
+            text = Text.assemble(
+                (f"{_stamp(n.created_at, tz):>12} ", "dim"),
                 ("● " if not n.read else "  ", "bold cyan"),
                 (f"{one_line(n.type):<21} ", TYPE_STYLES.get(n.type, "")),
                 (f"{one_line(course)[:24]}  " if course else "", "italic"),
                 (one_line(n.title), title_style),
                 "  ",
                 (one_line(n.message), "dim"),
+            )
+        console.print(text, no_wrap=True, overflow="ellipsis")
+        ring(n)
+
+    return line
+
+
+ACTIVITY_STYLES = {
+    "enrollment": "green",
+    "completion": "bold green",
+    "workshop_registration": "blue",
+    "check_in": "bold blue",
+    "review": "yellow",
+    "question": "magenta",
+    "payment": "bold yellow",
+}
+
+
+def activity_summary(item: Item) -> str:
+    """What happened, in words (the item's own fields; made inert by the caller)."""
+    d = item.data
+    match item.kind:
+        case "enrollment":
+            return "enrolled"
+        case "completion":
+            return "completed the course"
+        case "workshop_registration":
+            return "registered"
+        case "check_in":
+            return "checked in"
+        case "review":
+            comment = f": “{d['comment']}”" if d.get("comment") else ""
+            return f"rated it {d.get('rating')}/5{comment}"
+        case "question":
+            return f"asked: “{d.get('body') or ''}”"
+        case "payment":
+            cents = d.get("amount_cents")
+            amount = f"{cents / 100:,.2f}" if isinstance(cents, int) else str(cents)
+            return f"paid {amount} {d.get('currency') or ''}".rstrip()
+    details = d.get("details")
+    return item.kind.replace("_", " ") + (f" {json.dumps(details)}" if details else "")
+
+
+def activity_plain(item: Item, tz: tzinfo) -> str:
+    stamp = item.at.astimezone(tz).isoformat(timespec="seconds")
+    who = item.student_name or item.student_id or "someone"
+    return (
+        f"{stamp}  {one_line(item.kind):<21}  {one_line(item.title or '')}  "
+        f"{one_line(who)} {one_line(activity_summary(item))}"
+    )
+
+
+def activity_printer(tz: tzinfo, as_json: bool = False) -> Callable[[Item], None]:
+    """One line per feed entry (flushed, also into a pipe); JSON Lines with `as_json`."""
+    if as_json:
+        return lambda item: typer.echo(json.dumps(item.to_json()))
+    if not is_terminal():
+        return lambda item: typer.echo(activity_plain(item, tz))
+    from rich.text import Text
+
+    console = _console()
+
+    def line(item: Item) -> None:
+        who = item.student_name or item.student_id or "someone"
+        console.print(
+            Text.assemble(
+                (f"{_stamp(item.at, tz):>12} ", "dim"),
+                (f"{one_line(item.kind):<21} ", ACTIVITY_STYLES.get(item.kind, "cyan")),
+                (f"{one_line(item.title or '')[:24]}  ", "italic"),
+                (one_line(who) + " ", "bold"),
+                one_line(activity_summary(item)),
             ),
             no_wrap=True,
             overflow="ellipsis",
         )
-        ring(n)
 
     return line
 

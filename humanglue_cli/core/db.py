@@ -10,8 +10,12 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import os
+import socket
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -137,6 +141,8 @@ def wrap_errors(engine: sa.Engine) -> Iterator[None]:
             raise Forbidden(f"permission denied: {first_line(error)}") from None
         fault = classify(error)
         if fault is Fault.OUTAGE:
+            if stalled(engine):  # the driver's words would blame the server
+                error = ConnectionError(STALLED)
             raise unavailable(engine.url, error) from None
         if fault is Fault.SCHEMA:
             raise SchemaError(no_schema(engine.url)) from None
@@ -222,13 +228,45 @@ def create_engine(url: str, *, create: bool = False, **kwargs: Any) -> sa.Engine
     # that had gone idle costs up to 0.4 ms. One that broke while in use fails its statement,
     # as any connection can mid-transaction: callers treat that as an outage.
     kwargs.setdefault("pool_use_lifo", True)
-    if "pool_pre_ping" not in kwargs:
+    ping_when_idle = "pool_pre_ping" not in kwargs
+    if ping_when_idle:
         kwargs["pool_pre_ping"] = False
-        engine = sa.create_engine(parsed, connect_args=_pg_connect_args(), **kwargs)
+    engine = sa.create_engine(parsed, connect_args=dict(PG_CONNECT_ARGS), **kwargs)
+    if ping_when_idle:
         event.listen(engine, "checkout", functools.partial(_ping_if_idle, engine.dialect))
         event.listen(engine, "checkin", _used_now)
-        return engine
-    return sa.create_engine(parsed, connect_args=_pg_connect_args(), **kwargs)
+    opened: weakref.WeakSet[Any] = weakref.WeakSet()
+    _OPENED[engine] = opened
+
+    def connected(dbapi_conn: Any, _record: Any) -> None:
+        with _OPENED_LOCK:
+            opened.add(dbapi_conn)
+
+    def not_while_stalled(dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> None:
+        if stalled(engine):  # it would wait out its connect timeout, in vain (see `sever`)
+            raise dialect.loaded_dbapi.OperationalError(STALLED)
+
+    event.listen(engine, "connect", connected)
+    event.listen(engine, "do_connect", not_while_stalled)
+    return engine
+
+
+PG_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "application_name": "humanglue",
+    # A dead server or a cut network is noticed within ~15 s, not at the next TCP timeout. A
+    # peer that still acknowledges but never answers (a proxy whose backend vanished) is not:
+    # see `deadline` and `sever`, and core/wakeup.py's heartbeat.
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+}
+# Every PostgreSQL connection an engine of `create_engine` has opened and not yet dropped.
+_OPENED: weakref.WeakKeyDictionary[sa.Engine, weakref.WeakSet[Any]] = weakref.WeakKeyDictionary()
+_OPENED_LOCK = threading.Lock()
+# The engines whose way to the server is stalled: when `sever` last cut off their connections.
+_STALLED: weakref.WeakKeyDictionary[sa.Engine, float] = weakref.WeakKeyDictionary()
 
 
 PING_IDLE_AFTER = 1.0  # seconds a pooled PostgreSQL connection is trusted after its last use
@@ -252,18 +290,6 @@ def _used_now(_dbapi_conn: Any, record: Any) -> None:
         record.info[_USED] = time.monotonic()
 
 
-def _pg_connect_args() -> dict[str, Any]:
-    return {
-        "connect_timeout": 5,
-        "application_name": "humanglue",
-        # A dead server or a cut network is noticed within ~15 s, not at the next TCP timeout.
-        "keepalives": 1,
-        "keepalives_idle": 5,
-        "keepalives_interval": 2,
-        "keepalives_count": 3,
-    }
-
-
 def get_engine(url: str) -> sa.Engine:
     """The process-wide engine for `url` (one pool per process and URL)."""
     engine = _ENGINES.get(url)
@@ -277,6 +303,155 @@ def dispose_engines(close: bool = True) -> None:
     for engine in _ENGINES.values():
         engine.dispose(close=close)
     _ENGINES.clear()
+
+
+# --- stalled connections ---------------------------------------------------------------------
+# Keepalives notice a peer that stopped acknowledging. A peer that acknowledges but never
+# answers — a proxy or balancer whose backend vanished, a server frozen in place — leaves a
+# statement waiting forever: only a deadline on something that must answer soon notices it.
+
+
+def connect_directly(engine: sa.Engine, **options: Any) -> Any:
+    """A new DB-API connection to `engine`'s PostgreSQL database, outside its pool (a pooled one
+    is pinged on checkout, and the ping itself may stall), with the engine's options and
+    `options` (libpq's)."""
+    cargs, cparams = engine.dialect.create_connect_args(engine.url)
+    return engine.dialect.connect(*cargs, **{**cparams, **PG_CONNECT_ARGS, **options})
+
+
+def cut_off(dbapi_conn: Any) -> None:
+    """Shut the socket under a psycopg connection, whichever thread waits on it: that wait
+    ends at once with an error (the connection is then broken, and dropped by its user)."""
+    with contextlib.suppress(Exception):
+        if dbapi_conn.closed:
+            return
+        with socket.socket(fileno=os.dup(dbapi_conn.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def deadline(dbapi_conn: Any, seconds: float) -> Iterator[threading.Event]:
+    """Cut `dbapi_conn` off (`cut_off`) if the block has not ended within `seconds`; the
+    event yielded says whether it was."""
+    expired = threading.Event()
+    guard = threading.Lock()
+    running = True
+
+    def expire() -> None:
+        with guard:
+            if running:
+                expired.set()
+                cut_off(dbapi_conn)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield expired
+    finally:
+        with guard:
+            running = False
+        timer.cancel()
+
+
+HEARTBEAT = 2.0  # seconds between two questions to the server about the way to it
+STALL = 3.0  # seconds an answer may take before the way to the server is deemed stalled
+STALL_HOLDS = 10.0  # seconds a stall is assumed to last unless it is noticed again
+STALLED = f"no answer within {STALL:g}s: the connection stalled"
+
+
+def sever(engine: sa.Engine) -> None:
+    """Cut off every connection `engine` has open, pooled or in use: the way to the server is
+    stalled. A statement waiting on any of them fails now, and a pooled one fails its ping at
+    once rather than hanging in it; until the server answers again (`answered`), or for
+    STALL_HOLDS seconds, the engine makes no new connection either (each would wait out its
+    connect timeout in vain): the work says at once that the database is unavailable."""
+    with _OPENED_LOCK:
+        opened = list(_OPENED.get(engine, ()))
+        _STALLED[engine] = time.monotonic()
+    for dbapi_conn in opened:
+        cut_off(dbapi_conn)
+
+
+def answered(engine: sa.Engine) -> None:
+    """The server answered on the way to it: not stalled (any more)."""
+    with _OPENED_LOCK:
+        _STALLED.pop(engine, None)
+
+
+def stalled(engine: sa.Engine) -> bool:
+    """Whether the way to `engine`'s server is stalled (see `sever`)."""
+    with _OPENED_LOCK:
+        since = _STALLED.get(engine)
+    return since is not None and time.monotonic() - since < STALL_HOLDS
+
+
+class Watchdog:
+    """Notices that the way to `engine`'s PostgreSQL server has stalled, and then cuts off
+    every connection of the engine (`sever`): whatever waits on one fails at once, as in an
+    outage, and its caller waits it out and reconnects as for any outage.
+
+    From a thread of its own, it asks the server for an answer (`SELECT 1`) every HEARTBEAT
+    seconds, on a connection of its own: one round trip every two seconds, nothing per
+    statement of the work. It tells a stall from slowness by whether the server answers at
+    all: a statement waiting for a lock, or a big batch, leaves this connection answered, and
+    is left alone. No answer within STALL seconds — or no connection within the connect
+    timeout: the way is held open, but silent — is a stall: everything is cut off (`sever`),
+    and it asks again at once, and again, until the first answer ends the stall. A server
+    that refuses or breaks connections is not stalled: the work meets that error by itself.
+    A no-op on SQLite.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self._conn: Any = None  # the thread's
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start watching; a no-op if it was started before."""
+        if self.engine.dialect.name != "postgresql" or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="hg-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1)  # one stuck in a connect ends by itself, unseen
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                began = time.monotonic()
+                if self._ask():
+                    answered(self.engine)
+                elif time.monotonic() - began >= STALL and not self._stop.is_set():
+                    sever(self.engine)
+                    continue  # ask again at once: the first answer ends the stall
+                self._stop.wait(HEARTBEAT)
+        finally:
+            self._drop()
+
+    def _ask(self) -> bool:
+        """Whether the server answered, on a connection made for it if need be; a failure
+        (the connection is then dropped) is a stall if it took STALL seconds or more."""
+        try:
+            if self._conn is None:
+                self._conn = connect_directly(self.engine, application_name="humanglue watchdog")
+                self._conn.autocommit = True
+            with deadline(self._conn, STALL):
+                self._conn.execute("SELECT 1")
+        except Exception:  # stalled and cut off, refused, or broken: a new one next time
+            self._drop()
+            return False
+        return True
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
 @contextlib.contextmanager

@@ -38,6 +38,9 @@ class EventKind(enum.StrEnum):
     PAYMENT_SUCCEEDED = "payment.succeeded"
     COURSE_UPDATED = "course.updated"
     ANNOUNCEMENT_SENT = "announcement.sent"  # written by `notifications send`, not a trigger
+    # Activity only (migration 0006): in instructors' feeds, never a notification.
+    CHECKED_IN = "workshop_registration.checked_in"
+    STUDENT_ACTIVITY = "student_activity.created"
 
 
 ENQUEUED_BY_CODE = frozenset({EventKind.ANNOUNCEMENT_SENT})
@@ -64,6 +67,7 @@ class Event:
     entity_id: str
     payload: Any  # a JSON object when well-formed; the rules check it
     attempts: int = 1
+    created_at: datetime | None = None  # when the platform's change happened
 
 
 @dataclass(frozen=True)
@@ -205,4 +209,30 @@ class Notification:
             "read": self.read,
             "read_at": self.read_at.isoformat() if self.read_at else None,
             "created_at": self.created_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Broadcast:
+    """A broadcast as a tail shows it; `to_json` is CONTRACT §3's shape."""
+
+    id: int
+    course_id: str | None
+    workshop_id: str | None
+    sender_id: str
+    sender_name: str | None
+    message: str
+    at: datetime
+    title: str | None  # the course's or workshop's
+
+    def to_json(self) -> dict[str, Any]:
+        scope = (
+            {"course_id": self.course_id} if self.course_id else {"workshop_id": self.workshop_id}
+        )
+        return {
+            "type": "broadcast",
+            "message": self.message,
+            **scope,
+            "sender_id": self.sender_id,
+            "at": self.at.isoformat(),
         }

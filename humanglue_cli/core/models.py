@@ -346,4 +346,55 @@ logins = sa.Table(
     _ts("created_at", nullable=False, default=True),
 )
 
-OWN_TABLES = (events, ledger, workers, maintenance_runs)
+# The instructors' activity feed (`humanglue activity`, migration 0006): one row per platform
+# event that is activity, written by the worker in the transaction that processes the event
+# (so exactly once), read by commit order like notifications. Kept as long as notifications.
+activity = sa.Table(
+    "hg_activity",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("event_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("course_id", UUID),
+    sa.Column("workshop_id", UUID),
+    sa.Column("student_id", UUID),
+    sa.Column("data", JSON, nullable=False),
+    _ts("at", nullable=False, default=True),
+    # PostgreSQL: the writing transaction's id (as notifications.commit_seq); SQLite: unused,
+    # the id is the commit order there (one writer at a time, AUTOINCREMENT).
+    sa.Column("commit_seq", sa.BigInteger),
+    sa.Index("ux_hg_activity_event", "event_id", unique=True),
+    sa.Index("ix_hg_activity_course_at", "course_id", "at"),
+    sa.Index("ix_hg_activity_workshop_at", "workshop_id", "at"),
+    sa.Index("ix_hg_activity_commit", "commit_seq"),
+    sqlite_autoincrement=True,
+)
+
+# Broadcasts (`humanglue broadcast`): ephemeral messages to the instructors of a course or
+# workshop, read live by their tails; deleted after BROADCAST_TTL, never shown older.
+broadcasts = sa.Table(
+    "hg_broadcasts",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("course_id", UUID),
+    sa.Column("workshop_id", UUID),
+    sa.Column("sender_id", UUID, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    _ts("created_at", nullable=False, default=True),
+    sa.Column("commit_seq", sa.BigInteger),
+    sa.Index("ix_hg_broadcasts_created", "created_at"),
+    sa.Index("ix_hg_broadcasts_commit", "commit_seq"),
+    sqlite_autoincrement=True,
+)
+
+OWN_TABLES = (events, ledger, workers, maintenance_runs, activity, broadcasts)

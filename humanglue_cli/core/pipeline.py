@@ -3,8 +3,9 @@
 A batch is claimed in a short transaction that counts an attempt for each event and leases it
 (store/events.py), then processed in one transaction: its rows locked, the context loaded in
 bulk, the rules applied, the recipients' profiles held, the ledger consulted, the notifications
-written and the events removed. A crash at any point rolls the processing back and the lease
-brings the events back; the ledger makes a second delivery of the same work a no-op.
+written, the activity feed's entries journaled and the events removed. A crash at any point
+rolls the processing back and the lease brings the events back; the ledger makes a second
+delivery of the same work a no-op.
 
 Nothing in a batch can stall it:
 - a recipient's profile held by the platform (`SELECT … FOR UPDATE`, an email change) sets the
@@ -27,11 +28,12 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from humanglue_cli.core import db, rules
+from humanglue_cli.core import activity, db, rules
 from humanglue_cli.core.db import Fault, classify
 from humanglue_cli.core.domain import Event, Needs, Outcome, Unprocessable
 from humanglue_cli.core.errors import first_line
 from humanglue_cli.core.models import UTCDateTime
+from humanglue_cli.core.store import activity as journal
 from humanglue_cli.core.store import events, ledger, notifications, people
 
 log = logging.getLogger("humanglue.pipeline")
@@ -166,8 +168,9 @@ def _process(conn: sa.Connection, batch: list[Event], now: datetime) -> BatchRes
             failures.append((event, str(error)))
             continue
         done.append(event)
-        # Two events of one entity in one batch (completed, reopened, completed): first wins.
-        outcomes.setdefault(outcome.key, (event, outcome))
+        if outcome is not None:
+            # Two events of one entity in one batch (completed, reopened, completed): first wins.
+            outcomes.setdefault(outcome.key, (event, outcome))
 
     held = people.lock_recipients(conn, {d.user_id for _, o in outcomes.values() for d in o.drafts})
     aside = [e for e, o in outcomes.values() if any(d.user_id in held for d in o.drafts)]
@@ -197,6 +200,8 @@ def _process(conn: sa.Connection, batch: list[Event], now: datetime) -> BatchRes
             else:
                 failures.append((event, first_line(error)))
 
+    feed = [entry for e in done if (entry := activity.entry(e)) is not None]
+    journal.record(conn, feed)  # the instructors' feed: with the events, so exactly once
     events.finish(conn, [e.id for e in done])
     events.set_aside(conn, aside, HELD)
     _fail(conn, failures)

@@ -227,7 +227,12 @@ def announcement(e: Event, _ctx: Context) -> Outcome:
     return Outcome("system_announcement", event_key(e.id), broadcast=(audience, draft))
 
 
-RULES: dict[str, Callable[[Event, Context], Outcome]] = {
+def nobody(_e: Event, _ctx: Context) -> None:
+    """Activity that notifies no one: it only reaches the instructors' feeds (core/activity.py)."""
+    return None
+
+
+RULES: dict[str, Callable[[Event, Context], Outcome | None]] = {
     EventKind.ENROLLMENT_CREATED: enrollment,
     EventKind.ENROLLMENT_COMPLETED: completion,
     EventKind.WORKSHOP_REGISTRATION_CREATED: registration,
@@ -236,11 +241,13 @@ RULES: dict[str, Callable[[Event, Context], Outcome]] = {
     EventKind.PAYMENT_SUCCEEDED: payment,
     EventKind.COURSE_UPDATED: course_update,
     EventKind.ANNOUNCEMENT_SENT: announcement,
+    EventKind.CHECKED_IN: nobody,
+    EventKind.STUDENT_ACTIVITY: nobody,
 }
 
 
-def apply(event: Event, ctx: Context) -> Outcome:
-    """The outcome of one event.
+def apply(event: Event, ctx: Context) -> Outcome | None:
+    """The outcome of one event; None when it notifies no one at all (activity only).
 
     Raises:
         Unprocessable: the event cannot be processed now — an unknown kind, a payload that is

@@ -17,14 +17,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 
 import sqlalchemy as sa
 
 from humanglue_cli.core import pipeline
 from humanglue_cli.core.backoff import Backoff
-from humanglue_cli.core.db import Fault, classify, reading, wrap_errors
+from humanglue_cli.core.db import Fault, Watchdog, classify, reading, wrap_errors
 from humanglue_cli.core.errors import SchemaError, first_line
-from humanglue_cli.core.store import events, workers
+from humanglue_cli.core.store import broadcasts, events, workers
 from humanglue_cli.core.watch import Watch
 
 log = logging.getLogger("humanglue.worker")
@@ -45,7 +46,9 @@ def first_due(engine: sa.Engine) -> int | None:
 
 class Heartbeat:
     """Says in `hg_workers` every HEARTBEAT_EVERY seconds that this worker lives, from a thread
-    of its own, so that a long batch does not look like a dead worker."""
+    of its own, so that a long batch does not look like a dead worker. While it beats, a
+    `Watchdog` (core/db.py) cuts off the engine's connections if the way to the server stalls:
+    the worker's statements then fail as in an outage instead of waiting forever."""
 
     def __init__(self, engine: sa.Engine, kind: str) -> None:
         self.engine = engine
@@ -54,6 +57,7 @@ class Heartbeat:
         self.processed = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.watchdog = Watchdog(engine)
 
     @property
     def started(self) -> bool:
@@ -65,9 +69,11 @@ class Heartbeat:
             workers.beat(
                 conn, self.id, self.kind, socket.gethostname(), os.getpid(), self.processed
             )
+            broadcasts.purge(conn, timedelta(seconds=HEARTBEAT_EVERY))
 
     def start(self) -> None:
         """Beat once (errors propagate: the database must be there), then in the background."""
+        self.watchdog.start()  # first: the first beat may stall too
         self.beat()
         self._thread = threading.Thread(target=self._run, name="humanglue-heartbeat", daemon=True)
         self._thread.start()
@@ -83,6 +89,7 @@ class Heartbeat:
         """Stop beating and record that this worker stopped (best effort; a no-op if it never
         started)."""
         if self._thread is None:
+            self.watchdog.stop()
             return
         self._stop.set()
         self._thread.join(timeout=2)
@@ -91,6 +98,8 @@ class Heartbeat:
                 workers.stopped(conn, self.id)
         except Exception as error:
             log.debug("could not record the stop: %s", first_line(error))
+        finally:
+            self.watchdog.stop()  # last: the record of the stop may stall too
 
 
 def run(

@@ -28,6 +28,7 @@ ENVIRONMENT = {
     "notification_retention": "HUMANGLUE_NOTIFICATION_RETENTION",
     "presence_retention": "HUMANGLUE_PRESENCE_RETENTION",
     "tz": "HUMANGLUE_TZ",
+    "broadcast_rate": "HUMANGLUE_BROADCAST_RATE",
 }
 FLAGS = {
     "database_url": "--database-url",
@@ -41,6 +42,7 @@ RETENTION_MINIMUM = {
     "presence_retention": timedelta(hours=1),
 }
 RETENTION_DEFAULT = {"notification_retention": "30d", "presence_retention": "24h"}
+BROADCAST_RATE = (30, 1, 10_000)  # default, minimum, maximum: broadcasts a minute per sender
 
 
 def _xdg(var: str, fallback: str) -> Path:
@@ -120,6 +122,21 @@ class Settings:
     @functools.cached_property
     def presence_retention(self) -> timedelta:
         return self._retention("presence_retention")
+
+    @functools.cached_property
+    def broadcast_rate(self) -> int:
+        """Broadcasts a sender may send a minute: a whole number, 1 to 10,000."""
+        default, low, high = BROADCAST_RATE
+        given = self._get("broadcast_rate")
+        if given is None:
+            return default
+        text = given.text.strip().removesuffix("/min").removesuffix("/m")
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise BadInput(
+                f"{given.source}: a broadcast rate is a number of broadcasts a minute, "
+                f"{low} to {high:,}, not {shown(given.text)}"
+            )
+        return int(text)
 
     def _retention(self, name: str) -> timedelta:
         given = self._get(name) or Value(RETENTION_DEFAULT[name], "default")

@@ -26,12 +26,16 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
+from humanglue_cli.core.activity import Item, Scope
 from humanglue_cli.core.backoff import Backoff
 from humanglue_cli.core.db import Fault, classify
-from humanglue_cli.core.domain import Notification
+from humanglue_cli.core.domain import Broadcast, Notification
+from humanglue_cli.core.store import activity as journal
+from humanglue_cli.core.store import broadcasts as ephemeral
 from humanglue_cli.core.store import notifications as inbox
 from humanglue_cli.core.store.notifications import Filters
 from humanglue_cli.core.store.visibility import (
+    Mark,
     Position,
     Reading,
     backlog,
@@ -101,8 +105,11 @@ def follow(
     on_status: Callable[[str], None] = _quiet,
     on_ready: Callable[[], None] | None = None,
     listener: Listener | None = None,
-) -> Iterator[tuple[Notification, Position]]:
-    """Each notification to show, oldest first, with the position right after it.
+    broadcasts: Scope | None = None,
+) -> Iterator[tuple[Notification | Broadcast, Position]]:
+    """Each notification to show, oldest first, with the position right after it — and, when
+    following with a `broadcasts` scope, each broadcast to it as it arrives (ephemeral: no
+    backlog, not in the position).
 
     `on_ready` is called once the start is read: from then on, whatever becomes visible is
     delivered. Ends when `stop` is set, or after `idle_timeout` seconds with nothing to deliver.
@@ -112,8 +119,13 @@ def follow(
     """
     start = start or Start()
 
+    heard: Mark | None = None  # what broadcasts were visible at the last read
+
     def begin() -> tuple[Position, Reading]:
+        nonlocal heard
         with read() as conn:
+            if live and broadcasts is not None:
+                heard = ephemeral.mark(conn)
             if start.position is not None:
                 return start.position, read_since(conn, user_id, filters, start.position)
             after = inbox.get(conn, user_id, start.after) if start.after else None
@@ -122,12 +134,16 @@ def follow(
             )
             return position, Reading(rows)
 
-    def poll(position: Position) -> Reading:
-        with read() as conn:
+    def poll(position: Position) -> tuple[Reading, list[Broadcast], Mark | None]:
+        with read() as conn:  # one snapshot for both
+            news: list[Broadcast] = []
+            mark = heard
+            if broadcasts is not None and heard is not None:
+                mark, news = ephemeral.since(conn, broadcasts, heard)
             cheap = conn.dialect.name != "postgresql" and position.key is None
             if cheap and not changed_since(conn, position.mark):
-                return Reading()
-            return read_since(conn, user_id, filters, position)
+                return Reading(), news, mark
+            return read_since(conn, user_id, filters, position), news, mark
 
     if live and listener is not None:
         listener.start()  # before the first read: whatever commits after it wakes us
@@ -166,7 +182,10 @@ def follow(
         polled = patiently(functools.partial(poll, position), stop, on_status, recovered.set)
         if polled is None:
             return
-        reading = polled
+        reading, news, heard = polled
+        for b in news:
+            quiet_since = time.monotonic()
+            yield b, position
         if recovered.is_set():
             count = len(reading.rows)
             on_status(f"caught up: {count} notification{'s' * (count != 1)} arrived meanwhile")
@@ -175,3 +194,67 @@ def follow(
 def _interval(read: Reader) -> float:
     with read() as conn:
         return POLL_INTERVAL.get(conn.dialect.name, 0.1)
+
+
+def follow_activity(
+    read: Reader,
+    scope: Scope,
+    stop: threading.Event,
+    *,
+    last: int = 20,
+    since: datetime | None = None,
+    live: bool = True,
+    idle_timeout: float | None = None,
+    on_status: Callable[[str], None] = _quiet,
+    on_ready: Callable[[], None] | None = None,
+    listener: Listener | None = None,
+) -> Iterator[Item]:
+    """The activity feed of `scope`: the `last` entries (or those from `since`), oldest first,
+    then — `live` — each entry as it becomes visible, exactly once, as `follow` reads
+    notifications (a worker's batch wakes the listener once)."""
+    if live and listener is not None:
+        listener.start()
+
+    def begin() -> tuple[Mark, list[Item]]:
+        with read() as conn:
+            return journal.latest(conn, scope, last, since)
+
+    def poll(mark: Mark) -> tuple[Mark, list[Item]]:
+        with read() as conn:
+            return journal.since(conn, scope, mark)
+
+    begun = patiently(begin, stop, on_status) if live else begin()
+    if begun is None:
+        return
+    mark, items = begun
+    if on_ready is not None:
+        on_ready()
+    interval: float | None = None
+    quiet_since = time.monotonic()
+    while True:
+        for item in items:
+            quiet_since = time.monotonic()
+            yield item
+        if not live:
+            return
+        if idle_timeout is not None and time.monotonic() - quiet_since >= idle_timeout:
+            return
+        if interval is None:
+            interval = _interval(read)
+        wait = PUSHED_INTERVAL if listener is not None and listener.armed else interval
+        if idle_timeout is not None:
+            wait = max(0.0, min(wait, idle_timeout - (time.monotonic() - quiet_since)))
+        if listener is not None:
+            listener.wait(wait)
+        else:
+            stop.wait(wait)
+        if stop.is_set():
+            return
+        recovered = threading.Event()
+        polled = patiently(functools.partial(poll, mark), stop, on_status, recovered.set)
+        if polled is None:
+            return
+        mark, items = polled
+        if recovered.is_set():
+            count = len(items)
+            on_status(f"caught up: {count} item{'s' * (count != 1)} of activity meanwhile")

@@ -128,9 +128,18 @@ def claim(conn: sa.Connection, limit: int) -> list[Event]:
         sa.update(events)
         .where(db.one_of(conn, E.id, [row.id for row in picked]))
         .values(attempts=E.attempts + 1, available_at=db.now_plus(conn, LEASE))
-        .returning(E.id, E.kind, E.entity_id, sa.cast(E.payload, sa.Text).label("raw"), E.attempts)
+        .returning(
+            E.id,
+            E.kind,
+            E.entity_id,
+            sa.cast(E.payload, sa.Text).label("raw"),
+            E.attempts,
+            E.created_at,
+        )
     ).all()
-    found = [Event(r.id, r.kind, r.entity_id, _payload(r.raw), r.attempts) for r in rows]
+    found = [
+        Event(r.id, r.kind, r.entity_id, _payload(r.raw), r.attempts, r.created_at) for r in rows
+    ]
     return sorted(found, key=lambda e: e.id)
 
 

@@ -18,6 +18,7 @@ from humanglue_cli.core.models import (
     courses,
     enrollments,
     profiles,
+    workshop_registrations,
     workshops,
 )
 from humanglue_cli.core.text import shown
@@ -86,30 +87,47 @@ def find_course(conn: sa.Connection, ref: str, seen_by: Person | None = None) ->
         BadInput: empty, or ambiguous (the candidates named).
         NotFound: no such course.
     """
-    text = ref.strip()
-    if not text:
-        raise BadInput("--course: give a course id (8+ characters of it) or its exact title")
-    matches: Sequence[Any] = []
     # On PostgreSQL the transaction has the person's rights: the policies pick the courses
     # (and a person's role may not read enrollments to pick them here).
     seen = _seen(seen_by) if conn.dialect.name != "postgresql" else []
+    return _find_titled(conn, courses, "course", ref, seen)
+
+
+def find_workshop(conn: sa.Connection, ref: str, seen_by: Person | None = None) -> tuple[str, str]:
+    """(id, title) of a workshop, as `find_course` finds a course: among those `seen_by`
+    teaches (also through its course) or is registered for (an admin: all)."""
+    seen = _seen_workshops(seen_by) if conn.dialect.name != "postgresql" else []
+    return _find_titled(conn, workshops, "workshop", ref, seen)
+
+
+def _find_titled(
+    conn: sa.Connection,
+    table: sa.Table,
+    what: str,
+    ref: str,
+    seen: list[sa.ColumnElement[bool]],
+) -> tuple[str, str]:
+    text = ref.strip()
+    if not text:
+        raise BadInput(f"--{what}: give a {what} id (8+ characters of it) or its exact title")
+    matches: Sequence[Any] = []
     if is_reference(text):
         key = text.lower()
         cond = (
-            courses.c.id == canonical(key)
+            table.c.id == canonical(key)
             if len(key) == 36
-            else sa.cast(courses.c.id, sa.String).like(key + "%")
+            else sa.cast(table.c.id, sa.String).like(key + "%")
         )
-        query = sa.select(courses.c.id, courses.c.title).where(cond, *seen)
+        query = sa.select(table.c.id, table.c.title).where(cond, *seen)
         matches = conn.execute(query.limit(4)).all()
     if not matches:
-        query = sa.select(courses.c.id, courses.c.title).where(courses.c.title == text, *seen)
+        query = sa.select(table.c.id, table.c.title).where(table.c.title == text, *seen)
         matches = conn.execute(query.limit(4)).all()
     if not matches:
-        raise NotFound(f"no course {shown(text)}")
+        raise NotFound(f"no {what} {shown(text)}")
     if len(matches) > 1:
         listed = ", ".join(f"{str(m.id)[:8]} {shown(m.title, 40)}" for m in matches[:3])
-        raise BadInput(f"--course {shown(text)} is ambiguous: {listed}; give the id")
+        raise BadInput(f"--{what} {shown(text)} is ambiguous: {listed}; give the id")
     return str(matches[0].id), matches[0].title
 
 
@@ -117,17 +135,32 @@ def _seen(person: Person | None) -> list[sa.ColumnElement[bool]]:
     """The courses `person` teaches, co-teaches or takes (no condition for an admin)."""
     if person is None or person.role == "admin":
         return []
+    return [sa.or_(courses.c.id.in_(_taught(person)), courses.c.id.in_(_taken(person)))]
+
+
+def _taught(person: Person) -> sa.CompoundSelect[Any]:
+    return sa.union(
+        sa.select(courses.c.id).where(courses.c.instructor_id == person.id),
+        sa.select(course_instructors.c.course_id).where(course_instructors.c.user_id == person.id),
+    )
+
+
+def _taken(person: Person) -> sa.Select[Any]:
+    return sa.select(enrollments.c.course_id).where(enrollments.c.student_id == person.id)
+
+
+def _seen_workshops(person: Person | None) -> list[sa.ColumnElement[bool]]:
+    """The workshops `person` teaches (also through its course) or registered for."""
+    if person is None or person.role == "admin":
+        return []
+    registered = sa.select(workshop_registrations.c.workshop_id).where(
+        workshop_registrations.c.user_id == person.id
+    )
     return [
         sa.or_(
-            courses.c.instructor_id == person.id,
-            courses.c.id.in_(
-                sa.select(course_instructors.c.course_id).where(
-                    course_instructors.c.user_id == person.id
-                )
-            ),
-            courses.c.id.in_(
-                sa.select(enrollments.c.course_id).where(enrollments.c.student_id == person.id)
-            ),
+            workshops.c.instructor_id == person.id,
+            workshops.c.course_id.in_(_taught(person)),
+            workshops.c.id.in_(registered),
         )
     ]
 

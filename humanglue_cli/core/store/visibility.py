@@ -113,10 +113,35 @@ def changed_since(conn: sa.Connection, mark: Mark) -> bool:
 
 
 def _since(conn: sa.Connection, mark: Mark) -> sa.ColumnElement[bool]:
-    new = N.commit_seq >= mark.xmax
+    return _new(conn, N.commit_seq, mark)
+
+
+def _new(conn: sa.Connection, seq: sa.ColumnElement[int], mark: Mark) -> sa.ColumnElement[bool]:
+    new = seq >= mark.xmax
     if mark.xip:
-        new = sa.or_(new, db.one_of(conn, N.commit_seq, mark.xip))
+        new = sa.or_(new, db.one_of(conn, seq, mark.xip))
     return new
+
+
+# --- our own journals (the activity feed, broadcasts): the same reading, by AUTOINCREMENT id
+# on SQLite, where one writer at a time makes the id the commit order.
+
+
+def journal_mark(conn: sa.Connection, table: sa.Table) -> Mark:
+    """What of `table` is visible to `conn`'s transaction, as a mark."""
+    if conn.dialect.name == "postgresql":
+        return mark_now(conn)
+    # The AUTOINCREMENT high-water mark: unlike max(id), it never goes back when rows go.
+    seq = conn.execute(
+        sa.text("SELECT seq FROM sqlite_sequence WHERE name = :table"), {"table": table.name}
+    ).scalar()
+    return Mark(int(seq or 0) + 1)
+
+
+def journal_new(conn: sa.Connection, table: sa.Table, mark: Mark) -> sa.ColumnElement[bool]:
+    """The rows of `table` that became visible since `mark`."""
+    postgres = conn.dialect.name == "postgresql"
+    return _new(conn, table.c.commit_seq if postgres else table.c.id, mark)
 
 
 def visible_since(
