@@ -277,6 +277,10 @@ def test_the_printed_ddl_builds_the_declared_schema(empty_db: str, tmp_path: Pat
         "hg_notification_seq",
         "hg_notifications_inserted",
         "hg_activity_inserted",
+        "hg_presence_joined",  # SQLite (migration 0007): the peaks
+        "hg_presence_rejoined",
+        "hg_presence_inserted",  # PostgreSQL
+        "hg_presence_updated",
     )
     captures = [t for t in schema(empty_db)["triggers"] if t not in ours]  # type: ignore[union-attr]
     assert len(captures) == 11
@@ -304,9 +308,15 @@ def test_sql_on_a_migrated_database_changes_nothing(empty_db: str, revision: str
         assert proc.stdout == "" and "is current" in proc.stderr
     else:
         assert "CREATE TRIGGER" in proc.stdout and "ALTER TABLE hg_workers ADD" in proc.stdout
-        # No table but those of migrations 0004 and 0006 is created again.
+        # No table but those of migrations 0004, 0006 and 0007 is created again.
         created = re.findall(r"CREATE TABLE (?:\"?\w+\"?\.)?(\w+)", proc.stdout)
-        assert sorted(created) == ["hg_activity", "hg_broadcasts", "hg_logins", "hg_settings"]
+        assert sorted(created) == [
+            "hg_activity",
+            "hg_broadcasts",
+            "hg_logins",
+            "hg_presence_peaks",
+            "hg_settings",
+        ]
         assert "would add column hg_workers.stopped_at" in proc.stderr
 
 

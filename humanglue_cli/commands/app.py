@@ -15,6 +15,7 @@ from humanglue_cli.commands import (
     live,
     maintenance,
     notifications,
+    presence,
     status,
     worker,
 )
@@ -98,6 +99,7 @@ app.add_typer(notifications.app, name="notifications")
 app.add_typer(maintenance.app, name="maintenance")
 app.add_typer(events.app, name="events")
 app.add_typer(access.app, name="access")
+app.add_typer(presence.app, name="presence")
 app.command("worker")(worker.worker)
 app.command("beat")(worker.beat)
 app.command("status")(status.status)

@@ -377,3 +377,88 @@ def cleanup_report(result: Mapping[str, Any], tz: tzinfo, retention: Mapping[str
         typer.echo(f"{key}: {verb} {count} {what}")
     if result["dry_run"]:
         typer.echo("dry run: nothing was deleted", err=True)
+
+
+# --- presence ---------------------------------------------------------------------------------
+
+PRESENCE_STYLES = {"online": "green", "away": "yellow", "checked_in": "cyan", "offline": "dim"}
+
+
+def _presence_rows(present: Sequence[Any], tz: tzinfo) -> list[tuple[str, str, str, str, str]]:
+    now = datetime.now(UTC)
+    return [
+        (
+            printable(one_line(p.full_name), newlines=False) or p.user_id[:8],
+            p.status,
+            str(p.devices),
+            relative(p.since, now, tz),
+            relative(p.last_seen_at, now, tz),
+        )
+        for p in present
+    ]
+
+
+def _presence_grid(present: Sequence[Any], tz: tzinfo) -> Any:
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    for name, justify in (("NAME", "left"), ("STATUS", "left"), ("DEVICES", "right")):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    table.add_column("SINCE", justify="right", no_wrap=True)
+    table.add_column("LAST SEEN", justify="right", no_wrap=True)
+    for name, state, devices, since, seen in _presence_rows(present, tz):
+        table.add_row(
+            _cut(name), Text(state, style=PRESENCE_STYLES.get(state, "")), devices, since, seen
+        )
+    return table
+
+
+def presence_table(present: Sequence[Any], tz: tzinfo) -> None:
+    """Who is present: a table on a terminal, one line each (tab-separated) into a pipe."""
+    if not is_terminal():
+        for row in _presence_rows(present, tz):
+            typer.echo("\t".join(row))
+        return
+    _console().print(_presence_grid(present, tz))
+
+
+def presence_event_line(event: Mapping[str, Any], tz: tzinfo) -> str:
+    """`14:02:07  join    Ada Lovelace (online)`."""
+    at = datetime.fromisoformat(event["at"]).astimezone(tz)
+    name = printable(one_line(event["full_name"]), newlines=False) or event["user_id"][:8]
+    return f"{at:%H:%M:%S}  {event['event']:<6}  {name} ({event['status']})"
+
+
+def presence_live(title: str, present: Sequence[Any], recent: Sequence[str], tz: tzinfo) -> None:
+    """The live view: cleared and drawn again (at most four times a second, core/refresh)."""
+    console = _console()
+    console.clear()
+    online = sum(1 for p in present if p.status != "checked_in")
+    console.print(f"[bold]{title}[/bold]  {online} online, {len(present)} present", markup=True)
+    console.print(_presence_grid(present, tz))
+    for line in recent:
+        console.print(line, markup=False, highlight=False)
+
+
+def presence_stats(items: Sequence[Any]) -> None:
+    """Online now and today's peak per course or workshop."""
+    if not is_terminal():
+        for i in items:
+            kind = "course" if i.course_id else "workshop"
+            title = printable(one_line(i.title), newlines=False)
+            typer.echo(f"{kind}\t{title}\t{i.online}\t{i.peak_today}")
+        return
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold")
+    table.add_column("", no_wrap=True)
+    table.add_column("TITLE", ratio=1, no_wrap=True)
+    table.add_column("ONLINE", justify="right", no_wrap=True)
+    table.add_column("PEAK TODAY", justify="right", no_wrap=True)
+    for i in items:
+        kind = "course" if i.course_id else "workshop"
+        table.add_row(kind, _cut(one_line(i.title)), str(i.online), str(i.peak_today))
+    _console().print(table)

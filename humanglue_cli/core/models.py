@@ -208,7 +208,11 @@ student_presence = sa.Table(
     sa.Column("workshop_id", UUID, sa.ForeignKey("workshops.id", ondelete="CASCADE")),
     sa.Column("status", sa.Text, nullable=False, server_default="online"),
     _ts("last_seen_at", nullable=False, default=True),
+    # Since when this device is online: set by a beat that finds it offline or timed out
+    # (migration 0007; NULL on rows written before it).
+    _ts("joined_at"),
     sa.Index("ix_student_presence_last_seen", "last_seen_at"),
+    sa.Index("ix_student_presence_scope", "scope", "last_seen_at"),
 )
 
 PLATFORM_TABLES = (
@@ -397,4 +401,19 @@ broadcasts = sa.Table(
     sqlite_autoincrement=True,
 )
 
-OWN_TABLES = (events, ledger, workers, maintenance_runs, activity, broadcasts)
+# Presence peaks (migration 0007): per scope ('course:<id>' / 'workshop:<id>') and UTC day,
+# the most people online at once; raised by a trigger on student_presence whenever a device
+# joins, read by `presence stats`, expired by `store.presence.expire_peaks`.
+presence_peaks = sa.Table(
+    "hg_presence_peaks",
+    metadata,
+    sa.Column("scope", sa.Text, primary_key=True),
+    sa.Column("day", sa.Date().with_variant(sa.Text(), "sqlite"), primary_key=True),
+    sa.Column("course_id", UUID),
+    sa.Column("workshop_id", UUID),
+    sa.Column("peak", sa.Integer, nullable=False),
+    _ts("peak_at", nullable=False),
+    sa.Index("ix_hg_presence_peaks_day", "day"),
+)
+
+OWN_TABLES = (events, ledger, workers, maintenance_runs, activity, broadcasts, presence_peaks)

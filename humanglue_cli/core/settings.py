@@ -27,6 +27,7 @@ ENVIRONMENT = {
     "user": "HUMANGLUE_USER",
     "notification_retention": "HUMANGLUE_NOTIFICATION_RETENTION",
     "presence_retention": "HUMANGLUE_PRESENCE_RETENTION",
+    "presence_timeout": "HUMANGLUE_PRESENCE_TIMEOUT",
     "tz": "HUMANGLUE_TZ",
     "broadcast_rate": "HUMANGLUE_BROADCAST_RATE",
 }
@@ -42,6 +43,7 @@ RETENTION_MINIMUM = {
     "presence_retention": timedelta(hours=1),
 }
 RETENTION_DEFAULT = {"notification_retention": "30d", "presence_retention": "24h"}
+PRESENCE_TIMEOUT = ("60s", timedelta(seconds=1))  # default, minimum (CONTRACT §8)
 BROADCAST_RATE = (30, 1, 10_000)  # default, minimum, maximum: broadcasts a minute per sender
 
 
@@ -122,6 +124,19 @@ class Settings:
     @functools.cached_property
     def presence_retention(self) -> timedelta:
         return self._retention("presence_retention")
+
+    @functools.cached_property
+    def presence_timeout(self) -> timedelta:
+        """A device is online while it beat within this long (CONTRACT §8): 1s or more."""
+        default, minimum = PRESENCE_TIMEOUT
+        given = self._get("presence_timeout") or Value(default, "default")
+        duration = timeutil.parse_duration(given.text, given.source)
+        if duration < minimum:
+            raise BadInput(
+                f"{given.source}: a presence timeout of {shown(given.text)} is under "
+                f"the minimum of {timeutil.exact(minimum)}"
+            )
+        return duration
 
     @functools.cached_property
     def broadcast_rate(self) -> int:
