@@ -373,9 +373,13 @@ def test_personal_logins_write_only_their_own_presence(logins: Site) -> None:
         api.beat(conn, site.people["stu"], course_id=course, device="raw")
         assert conn.execute(sa.text("SELECT count(*) FROM hg_presence_peaks")).scalar_one() == 0
     engine.dispose()
-    for url, expected in ((ada_url, 3), (cy_url, 0)):
+    online = "SELECT count(*) FROM hg_presence_online(:s, 60)"
+    for url, expected, people in ((ada_url, 3, 1), (cy_url, 0, 0), (stu_url, 3, 0)):
         engine = raw(url)
         with engine.connect() as conn:
             seen = conn.execute(sa.text("SELECT count(*) FROM student_presence")).scalar_one()
             assert seen == expected
+            # the SECURITY DEFINER reader shows what one teaches only
+            count = conn.execute(sa.text(online), {"s": f"course:{course}"}).scalar_one()
+            assert count == people
         engine.dispose()

@@ -12,7 +12,9 @@
   enrolled in or teaches and the workshops it is registered for or teaches (the restrictive
   policy of migration 0004 re-made with a check); it reads its own rows and those of what it
   teaches, an admin all; `hg_workshop_check_ins(workshop, since)` gives a workshop's
-  check-ins to its instructors and admins (people may not read registrations). The peak
+  check-ins to its instructors and admins (people may not read registrations), and
+  `hg_presence_online(scope, timeout)` who is online in what they teach (one check per
+  statement, where the profiles' policy would cost one function call per person). The peak
   trigger is SECURITY DEFINER (people need no right on the peaks); people read the peaks of
   what they teach, an admin all.
 
@@ -38,6 +40,8 @@ DEFINER = "SECURITY DEFINER SET search_path = pg_catalog, pg_temp"
 ONLINE = "('online', 'away')"
 CHECK_INS = "hg_workshop_check_ins(workshop uuid, since timestamptz)"
 CHECK_INS_SIG = "hg_workshop_check_ins(uuid, timestamptz)"
+ONLINE_FN = "hg_presence_online(target text, timeout_s double precision)"
+ONLINE_SIG = "hg_presence_online(text, double precision)"
 
 
 def _ts(name: str, nullable: bool = True) -> sa.Column[object]:
@@ -143,6 +147,23 @@ def _upgrade_postgres() -> None:
         f"  AND (workshop = ANY ({s}.hg_taught_workshops()) OR {s}.hg_is_admin())\n"
         "GROUP BY r.user_id\n$fn$"
     )
+    # `presence list` for an instructor: the profiles' policy costs a function call per row
+    # (hg_may_see_person), 1 s for 1,000 people; this checks the scope once instead.
+    op.execute(
+        f"CREATE FUNCTION {s}.{ONLINE_FN} RETURNS TABLE (user_id uuid, full_name text, "
+        "online boolean, devices bigint, since timestamptz, last_seen_at timestamptz) "
+        f"LANGUAGE sql STABLE {DEFINER} AS $fn$\n"
+        "SELECT p.user_id, pr.full_name, bool_or(p.status = 'online'), count(*),\n"
+        "  min(coalesce(p.joined_at, p.last_seen_at)), max(p.last_seen_at)\n"
+        f"FROM {s}.student_presence p JOIN {s}.profiles pr ON pr.id = p.user_id\n"
+        f"WHERE p.scope = target AND p.status IN {ONLINE}\n"
+        "  AND p.last_seen_at > now() - make_interval(secs => timeout_s)\n"
+        f"  AND ((SELECT {s}.hg_is_admin())\n"
+        f"    OR p.course_id = ANY ((SELECT {s}.hg_taught_courses())::uuid[])\n"
+        f"    OR p.workshop_id = ANY ((SELECT {s}.hg_taught_workshops())::uuid[]))\n"
+        "GROUP BY p.user_id, pr.full_name\n$fn$"
+    )
+    _access_functions(s, f"(SELECT {s}.hg_current_person())")
     me = f"(SELECT {s}.hg_current_person())"
     taught = (
         f"course_id = ANY ((SELECT {s}.hg_taught_courses())::uuid[])"
@@ -169,6 +190,9 @@ def _upgrade_postgres() -> None:
             "    || 'FOR ALL TO %I USING (%s) WITH CHECK (%s)', people, "
             f"{_literal(sees)}, {_literal(writes)});\n"
             "  EXECUTE 'REVOKE ALL ON hg_presence_peaks FROM PUBLIC';\n"
+            f"  EXECUTE 'REVOKE ALL ON FUNCTION {s}.{ONLINE_SIG} FROM PUBLIC';\n"
+            f"  EXECUTE format('GRANT EXECUTE ON FUNCTION {s}.{ONLINE_SIG} TO %I, %s',\n"
+            "    people, staff);\n"
             f"  EXECUTE 'REVOKE ALL ON FUNCTION {s}.{CHECK_INS_SIG} FROM PUBLIC';\n"
             f"  EXECUTE format('GRANT EXECUTE ON FUNCTION {s}.{CHECK_INS_SIG} TO %I, %s',\n"
             "    people, staff);\n"
@@ -182,6 +206,40 @@ def _upgrade_postgres() -> None:
             "END\n$do$"
         )
     note("policies", "student_presence")
+
+
+def _access_functions(s: str, me: str) -> None:
+    """Migration 0004's helpers, with whom the transaction acts as looked up once per call
+    (`(SELECT hg_current_person())`, an init plan) rather than once per row: with 100,000
+    enrollments, hg_visible_courses() took 500-600 ms and now a scan (bench/presence.py).
+    The downgrade puts 0004's text back (`me` unwrapped)."""
+    bodies = {
+        "hg_taught_courses()": (
+            f"SELECT coalesce(array_agg(id), '{{}}') FROM (\n"
+            f"  SELECT id FROM {s}.courses WHERE instructor_id = {me}\n"
+            f"  UNION SELECT course_id FROM {s}.course_instructors WHERE user_id = {me}) AS t"
+        ),
+        "hg_taught_workshops()": (
+            f"SELECT coalesce(array_agg(id), '{{}}') FROM (\n"
+            f"  SELECT id FROM {s}.workshops WHERE instructor_id = {me}\n"
+            f"   OR course_id = ANY ((SELECT {s}.hg_taught_courses())::uuid[])) AS t"
+        ),
+        "hg_visible_courses()": (
+            f"SELECT coalesce(array_agg(id), '{{}}') FROM (\n"
+            f"  SELECT unnest({s}.hg_taught_courses()) AS id\n"
+            f"  UNION SELECT course_id FROM {s}.enrollments WHERE student_id = {me}) AS t"
+        ),
+        "hg_visible_workshops()": (
+            f"SELECT coalesce(array_agg(id), '{{}}') FROM (\n"
+            f"  SELECT unnest({s}.hg_taught_workshops()) AS id\n"
+            f"  UNION SELECT workshop_id FROM {s}.workshop_registrations WHERE user_id = {me}) AS t"
+        ),
+    }
+    for signature, body in bodies.items():
+        op.execute(
+            f"CREATE OR REPLACE FUNCTION {s}.{signature} RETURNS uuid[] LANGUAGE sql "
+            f"STABLE PARALLEL RESTRICTED {DEFINER} AS $fn$\n{body}\n$fn$"
+        )
 
 
 def _literal(text: str) -> str:
@@ -211,10 +269,12 @@ def downgrade() -> None:
             f"{_literal(sees)}, {_literal(f'user_id = {me}')});\n"
             "END\n$do$"
         )
+        _access_functions(s, f"{s}.hg_current_person()")
         op.execute("DROP TRIGGER IF EXISTS hg_presence_inserted ON student_presence")
         op.execute("DROP TRIGGER IF EXISTS hg_presence_updated ON student_presence")
         op.execute("DROP FUNCTION IF EXISTS hg_presence_joined()")
         op.execute(f"DROP FUNCTION IF EXISTS {CHECK_INS_SIG}")
+        op.execute(f"DROP FUNCTION IF EXISTS {ONLINE_SIG}")
     else:
         op.execute("DROP TRIGGER IF EXISTS hg_presence_joined")
         op.execute("DROP TRIGGER IF EXISTS hg_presence_rejoined")
