@@ -383,3 +383,21 @@ def test_personal_logins_write_only_their_own_presence(logins: Site) -> None:
             count = conn.execute(sa.text(online), {"s": f"course:{course}"}).scalar_one()
             assert count == people
         engine.dispose()
+
+
+def test_tables_and_the_live_view_on_a_terminal(site: Site) -> None:
+    from tests.test_cli_edges import in_terminal
+
+    site.enroll("stu")
+    course = site.people["course"]
+    hg_json(site, "stu", "beat", "--course", course, "--device", "phone")
+    table = in_terminal(site, "presence", "list", "--course", course).decode()
+    assert "NAME" in table and "DEVICES" in table and "Stu" in table
+    stats = in_terminal(site, "presence", "stats").decode()
+    assert "PEAK TODAY" in stats and "Deep Listening" in stats
+    # The live view: drawn, then exits quietly after its idle timeout.
+    live = in_terminal(
+        site, "presence", "list", "--course", course, "--follow", "--idle-timeout", "2s"
+    ).decode()
+    assert "1 online, 1 present" in live and "join" in live and "Stu" in live
+    assert "Traceback" not in live
