@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -205,6 +206,13 @@ def test_follow_idle_timeout_and_a_closed_pipe_exit_cleanly(site: Site) -> None:
     assert json.loads(shell.stdout)["event"] == "join"
 
 
+def test_ctrl_c_stops_the_follow_view(site: Site, tails: list[test_tail.Tail]) -> None:
+    follow = Follow(site, tails, "--course", site.people["course"]).ready()
+    follow.proc.send_signal(signal.SIGINT)
+    assert follow.proc.wait(timeout=10) == 0
+    assert not any("Traceback" in e for e in follow.errors)
+
+
 def test_redraws_at_most_four_times_a_second() -> None:
     # Given a state that changes at every poll, polled a hundred times a second
     ticks = iter(range(10**6))
@@ -401,3 +409,26 @@ def test_tables_and_the_live_view_on_a_terminal(site: Site) -> None:
     ).decode()
     assert "1 online, 1 present" in live and "join" in live and "Stu" in live
     assert "Traceback" not in live
+
+
+def test_the_timeout_setting_resolves_flag_env_file_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from humanglue_cli.core.errors import BadInput
+    from humanglue_cli.core.settings import load_settings
+
+    config = tmp_path / "config.toml"
+    config.write_text('presence_timeout = "90s"\n')
+    monkeypatch.delenv("HUMANGLUE_PRESENCE_TIMEOUT", raising=False)
+    monkeypatch.setenv("HUMANGLUE_CONFIG", str(tmp_path / "none.toml"))
+    assert load_settings(config=str(config)).presence_timeout == timedelta(seconds=90)
+    monkeypatch.setenv("HUMANGLUE_PRESENCE_TIMEOUT", "2m")
+    settings = load_settings(config=str(config))
+    assert settings.presence_timeout == timedelta(minutes=2)
+    assert settings.child_env()["HUMANGLUE_PRESENCE_TIMEOUT"] == "2m"  # reaches the workers
+    monkeypatch.delenv("HUMANGLUE_PRESENCE_TIMEOUT")
+    config.write_text("")
+    assert load_settings(config=str(config)).presence_timeout == timedelta(seconds=60)
+    config.write_text('presence_timeout = "500ms"\n')
+    with pytest.raises(BadInput, match="presence_timeout in"):
+        load_settings(config=str(config)).presence_timeout  # noqa: B018
