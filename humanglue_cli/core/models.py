@@ -212,7 +212,7 @@ student_presence = sa.Table(
     # (migration 0007; NULL on rows written before it).
     _ts("joined_at"),
     sa.Index("ix_student_presence_last_seen", "last_seen_at"),
-    sa.Index("ix_student_presence_scope", "scope", "last_seen_at"),
+    sa.Index("ix_student_presence_scope", "scope", "user_id", "status"),
 )
 
 PLATFORM_TABLES = (

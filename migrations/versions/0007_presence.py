@@ -2,7 +2,8 @@
 
 - `student_presence.joined_at`: since when the device has been online (set by a beat that
   finds the row offline or timed out; see humanglue_cli/presence.py), and an index on
-  (scope, last_seen_at) for the readers (`presence list`, `stats`) and the sweep.
+  (scope, user_id, status) for the readers (`presence list`, `stats`: grouped by person) and
+  the peak's count (covering: an index-only count of who is there).
 - `hg_presence_peaks`: per scope ('course:<id>' / 'workshop:<id>') and UTC day, the most
   people online at once, raised by a trigger whenever a device joins — whoever writes the row
   (the Python API, the platform's own SQL, the CLI). It counts the people whose rows are not
@@ -63,7 +64,7 @@ def upgrade() -> None:
             note("column", "student_presence.joined_at")
         op.execute(
             "CREATE INDEX IF NOT EXISTS ix_student_presence_scope "
-            "ON student_presence (scope, last_seen_at)"
+            "ON student_presence (scope, user_id, status)"
         )
     op.create_table(
         "hg_presence_peaks",
@@ -94,17 +95,25 @@ def _sqlite_peak(new: str) -> str:
     )
 
 
+# SQLite counts once per row: only when the count can have grown — the row came from offline
+# (or is new) and its person had no other device there — and by an index-only scan.
+_SQLITE_FIRST = (
+    "  AND NOT EXISTS (SELECT 1 FROM student_presence o WHERE o.user_id = NEW.user_id\n"
+    f"    AND o.scope = NEW.scope AND o.device_id <> NEW.device_id AND o.status IN {ONLINE})\n"
+)
+
+
 def _upgrade_sqlite() -> None:
     op.execute(
         "CREATE TRIGGER IF NOT EXISTS hg_presence_joined AFTER INSERT ON student_presence\n"
-        f"WHEN NEW.status IN {ONLINE} AND NEW.scope <> ''\n"
+        f"WHEN NEW.status IN {ONLINE} AND NEW.scope <> ''\n{_SQLITE_FIRST}"
         f"BEGIN\n{_sqlite_peak('NEW')}END"
     )
     op.execute(
-        "CREATE TRIGGER IF NOT EXISTS hg_presence_rejoined AFTER UPDATE OF joined_at, status "
+        "CREATE TRIGGER IF NOT EXISTS hg_presence_rejoined AFTER UPDATE OF status "
         "ON student_presence\n"
         f"WHEN NEW.status IN {ONLINE} AND NEW.scope <> ''\n"
-        "  AND (NEW.joined_at IS NOT OLD.joined_at OR OLD.status NOT IN ('online', 'away'))\n"
+        f"  AND OLD.status NOT IN {ONLINE}\n{_SQLITE_FIRST}"
         f"BEGIN\n{_sqlite_peak('NEW')}END"
     )
 
