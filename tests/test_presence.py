@@ -71,6 +71,8 @@ def test_two_devices_count_once_and_leave_is_explicit(site: Site) -> None:
     assert item["user_id"] == site.people["stu"] and item["full_name"] == "Stu"
     assert item["status"] == "online" and item["devices"] == 2
     assert item["since"] <= item["last_seen_at"]
+    plain = site.hg("presence", "list", "--course", course, user=email("ada")).stdout
+    assert plain.startswith("Stu\tonline\t2\tjust now\tjust now"), plain
     # One device leaves: still online on the other; the last one leaves: offline.
     assert hg_json(site, "stu", "leave", "--course", course, "--device", "laptop") == {
         "online": True
@@ -97,11 +99,20 @@ def test_away_timeout_and_the_sweep(site: Site) -> None:
     # stu's device goes quiet past the timeout: gone from the list before any sweep
     age(site, "stu", 61)
     assert [i["full_name"] for i in listed(site)] == ["Sam"]
-    # ... and a shorter timeout setting drops sam too
-    assert hg_json(site, "ada", "list", "--course", course, HUMANGLUE_PRESENCE_TIMEOUT="1s")
+    # ... and a shorter timeout (the flag over the environment) drops sam too
     time.sleep(1.1)
-    items = hg_json(site, "ada", "list", "--course", course, HUMANGLUE_PRESENCE_TIMEOUT="1s")
-    assert items == {"items": []}
+    items = site.hg(
+        "--presence-timeout",
+        "1s",
+        "presence",
+        "list",
+        "--course",
+        course,
+        "--json",
+        user=email("ada"),
+        HUMANGLUE_PRESENCE_TIMEOUT="1h",
+    ).stdout
+    assert json.loads(items) == {"items": []}
     # The sweep marks the stale rows offline (2 of sam's are fresh under 60s), and only them.
     with site.engine.begin() as conn:
         swept = store.sweep(conn, datetime.now(UTC), timedelta(seconds=60))
@@ -425,6 +436,8 @@ def test_the_timeout_setting_resolves_flag_env_file_default(
     monkeypatch.setenv("HUMANGLUE_PRESENCE_TIMEOUT", "2m")
     settings = load_settings(config=str(config))
     assert settings.presence_timeout == timedelta(minutes=2)
+    flagged = load_settings(config=str(config), presence_timeout="5s")
+    assert flagged.presence_timeout == timedelta(seconds=5)
     assert settings.child_env()["HUMANGLUE_PRESENCE_TIMEOUT"] == "2m"  # reaches the workers
     monkeypatch.delenv("HUMANGLUE_PRESENCE_TIMEOUT")
     config.write_text("")

@@ -75,6 +75,14 @@ def main(
         str | None,
         typer.Option("--tz", help="display time zone [env HUMANGLUE_TZ; default: the system's]"),
     ] = None,
+    presence_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--presence-timeout",
+            help="a device is online while it beat within this [env HUMANGLUE_PRESENCE_TIMEOUT; "
+            "default: 60s]",
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -90,6 +98,7 @@ def main(
             "user": user,
             "config": config,
             "tz": tz,
+            "presence_timeout": presence_timeout,
         }
     )
 

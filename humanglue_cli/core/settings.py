@@ -36,6 +36,7 @@ FLAGS = {
     "broker_url": "--broker-url",
     "user": "--user",
     "tz": "--tz",
+    "presence_timeout": "--presence-timeout",
 }
 CONFIG_ENV = "HUMANGLUE_CONFIG"
 RETENTION_MINIMUM = {
