@@ -15,6 +15,7 @@ from humanglue_cli.commands import (
     live,
     maintenance,
     notifications,
+    stats,
     status,
     worker,
 )
@@ -103,4 +104,5 @@ app.command("beat")(worker.beat)
 app.command("status")(status.status)
 app.command("activity")(live.activity)
 app.command("broadcast")(live.broadcast)
+app.command("stats")(stats.stats)
 app.command("demo")(demo.demo)

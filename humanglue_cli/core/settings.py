@@ -29,6 +29,7 @@ ENVIRONMENT = {
     "presence_retention": "HUMANGLUE_PRESENCE_RETENTION",
     "tz": "HUMANGLUE_TZ",
     "broadcast_rate": "HUMANGLUE_BROADCAST_RATE",
+    "presence_timeout": "HUMANGLUE_PRESENCE_TIMEOUT",
 }
 FLAGS = {
     "database_url": "--database-url",
@@ -42,6 +43,7 @@ RETENTION_MINIMUM = {
     "presence_retention": timedelta(hours=1),
 }
 RETENTION_DEFAULT = {"notification_retention": "30d", "presence_retention": "24h"}
+PRESENCE_TIMEOUT = ("60s", timedelta(seconds=1))  # default, minimum (CONTRACT §8)
 BROADCAST_RATE = (30, 1, 10_000)  # default, minimum, maximum: broadcasts a minute per sender
 
 
@@ -137,6 +139,19 @@ class Settings:
                 f"{low} to {high:,}, not {shown(given.text)}"
             )
         return int(text)
+
+    @functools.cached_property
+    def presence_timeout(self) -> timedelta:
+        """How long a device counts as online after its last heartbeat (from 1s)."""
+        default, minimum = PRESENCE_TIMEOUT
+        given = self._get("presence_timeout") or Value(default, "default")
+        duration = timeutil.parse_duration(given.text, given.source)
+        if duration < minimum:
+            raise BadInput(
+                f"{given.source}: a presence timeout of {shown(given.text)} is under "
+                f"the minimum of {timeutil.exact(minimum)}"
+            )
+        return duration
 
     def _retention(self, name: str) -> timedelta:
         given = self._get(name) or Value(RETENTION_DEFAULT[name], "default")
