@@ -106,6 +106,7 @@ enrollments = sa.Table(
     _ts("completed_at"),
     # The live stats' figures, one index range each (migration 0008).
     sa.Index("ix_enrollments_course_status", "course_id", "status"),
+    sa.Index("ix_enrollments_student", "student_id"),
 )
 
 workshops = sa.Table(
@@ -129,6 +130,7 @@ workshop_registrations = sa.Table(
     _ts("registered_at", default=True),
     _ts("checked_in_at"),
     sa.Index("ix_workshop_registrations_workshop", "workshop_id", "status"),
+    sa.Index("ix_workshop_registrations_user", "user_id"),
 )
 
 course_reviews = sa.Table(
@@ -215,6 +217,9 @@ student_presence = sa.Table(
     sa.Column("status", sa.Text, nullable=False, server_default="online"),
     _ts("last_seen_at", nullable=False, default=True),
     sa.Index("ix_student_presence_last_seen", "last_seen_at"),
+    # The live stats' online_now (migration 0008).
+    sa.Index("ix_student_presence_course_seen", "course_id", "last_seen_at"),
+    sa.Index("ix_student_presence_workshop_seen", "workshop_id", "last_seen_at"),
 )
 
 PLATFORM_TABLES = (

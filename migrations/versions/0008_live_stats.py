@@ -63,6 +63,12 @@ INDEXES = (
     ("ix_payments_course_status", "payments", ["course_id", "status"]),
     ("ix_payments_workshop_status", "payments", ["workshop_id", "status"]),
     ("ix_workshop_registrations_workshop", "workshop_registrations", ["workshop_id", "status"]),
+    # What a person takes (row-level security: hg_visible_courses/workshops, hg_may_see_person).
+    ("ix_enrollments_student", "enrollments", ["student_id"]),
+    ("ix_workshop_registrations_user", "workshop_registrations", ["user_id"]),
+    # online_now per course or workshop: the rows of one, recent first.
+    ("ix_student_presence_course_seen", "student_presence", ["course_id", "last_seen_at"]),
+    ("ix_student_presence_workshop_seen", "student_presence", ["workshop_id", "last_seen_at"]),
 )
 RLS_SETTING = "rls_enabled_by_humanglue_0008"
 
@@ -191,6 +197,7 @@ def upgrade() -> None:
     schema = bind.execute(sa.text("SELECT current_schema()")).scalar_one()
     s = _ident(schema)
     _functions(s)
+    _visibility(s, f"(SELECT {s}.hg_current_person())")
     for name, select in view_sql(True, s).items():
         op.execute(f"CREATE VIEW {s}.{name} WITH (security_invoker = true) AS\n{select}")
         note("view", name)
@@ -220,6 +227,25 @@ def _functions(s: str) -> None:
         "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value\n"
         "  WHERE hg_settings.value IS DISTINCT FROM EXCLUDED.value\n$fn$"
     )
+
+
+def _visibility(s: str, me: str) -> None:
+    """Migration 0004's `hg_visible_courses()`/`hg_visible_workshops()` (the policies on
+    courses and workshops call them), with the person looked up once per call, not once per
+    enrollment: as 0004 wrote them they cost ~70 ms a statement with 20,000 enrollments
+    (bench/stats_query.py), and every statement of a person's that reads a course paid it."""
+    for name, teaches, table, key, who in (
+        ("hg_visible_courses", "hg_taught_courses", "enrollments", "course_id", "student_id"),
+        ("hg_visible_workshops", "hg_taught_workshops", "workshop_registrations", "workshop_id",
+         "user_id"),
+    ):  # fmt: skip
+        op.execute(
+            f"CREATE OR REPLACE FUNCTION {s}.{name}() RETURNS uuid[] LANGUAGE sql "
+            f"STABLE PARALLEL RESTRICTED {DEFINER} AS $fn$\n"
+            "SELECT coalesce(array_agg(id), '{}') FROM (\n"
+            f"  SELECT unnest({s}.{teaches}()) AS id\n"
+            f"  UNION SELECT {key} FROM {s}.{table} WHERE {who} = {me}) AS t\n$fn$"
+        )
 
 
 def _grant(s: str) -> None:
@@ -318,5 +344,7 @@ def downgrade() -> None:
         op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
     op.execute(f"REVOKE SELECT ON {', '.join(SECURED)} FROM {_ident(prefix + '_people')}")
     op.execute(f"DELETE FROM hg_settings WHERE name = {_literal(RLS_SETTING)}")
+    schema = bind.execute(sa.text("SELECT current_schema()")).scalar_one()
+    _visibility(_ident(schema), f"{_ident(schema)}.hg_current_person()")  # as 0004 made them
     op.execute("DROP FUNCTION IF EXISTS hg_set_presence_timeout(double precision)")
     op.execute("DROP FUNCTION IF EXISTS hg_presence_timeout()")
