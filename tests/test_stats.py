@@ -8,6 +8,7 @@ test says so: the views are views, so what the platform commits counts at once.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import threading
 import time
@@ -263,6 +264,9 @@ def test_stats_of_what_one_does_not_teach_is_exit_3(site: Site) -> None:
         assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     both = code("ada", "--course", "x", "--workshop", "y")
     assert both.returncode == 2 and "exclude" in both.stderr
+    for bad in (("--max-count", "0"), ("--idle-timeout", "0s"), ("--idle-timeout", "soon")):
+        proc = code("ada", "--follow", *bad)
+        assert proc.returncode == 2 and bad[0] in proc.stderr, proc.stderr
 
 
 def test_personal_logins_read_the_views_under_their_own_rights(pg_site: Site) -> None:
@@ -356,6 +360,23 @@ def test_follow_into_head_ends_cleanly(site: Site) -> None:
     out = proc.stdout.splitlines()
     assert out[0].startswith("course ") and out[-1] == "0 0", proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_ctrl_c_ends_a_follow_with_exit_0(site: Site) -> None:
+    school(site)
+    proc = subprocess.Popen(
+        [CLI, "stats", "--follow", "--json"],
+        env=site.env(email("ada")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    with proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert len(json.loads(proc.stdout.readline())["items"]) == 2
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 0
+        assert "Traceback" not in proc.stderr.read()
 
 
 def test_sparklines_and_plain_lines() -> None:

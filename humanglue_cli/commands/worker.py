@@ -91,7 +91,8 @@ def beat(ctx: typer.Context) -> None:
 def _record_presence_timeout(rt: Runtime) -> None:
     """Write the resolved HUMANGLUE_PRESENCE_TIMEOUT where the live stats views read it
     (migration 0008). A bad value is exit 2 here; a database that is not there yet (down, or
-    not upgraded) is left to the worker's own start, which waits for it and says so."""
+    not upgraded) is left to the worker's own start, which waits for it and says so (the
+    timeout is then recorded by the next start, or by `db upgrade`)."""
     from humanglue_cli.core.db import wrap_errors
     from humanglue_cli.core.errors import Forbidden, SchemaError, Unavailable
     from humanglue_cli.core.store import stats
@@ -101,8 +102,8 @@ def _record_presence_timeout(rt: Runtime) -> None:
     try:
         with wrap_errors(engine), engine.begin() as conn:
             stats.set_presence_timeout(conn, timeout)
-    except (Unavailable, SchemaError, Forbidden) as error:
-        status(f"presence timeout not recorded: {error}")
+    except (Unavailable, SchemaError, Forbidden):
+        pass  # the worker's own start says what is wrong, once
 
 
 def _say_if_unreachable(broker_url: str) -> None:
