@@ -295,6 +295,21 @@ def test_personal_logins_read_the_views_under_their_own_rights(pg_site: Site) ->
         ]
         with pytest.raises(sa.exc.ProgrammingError):  # hg_settings stays closed
             conn.execute(sa.text("SELECT * FROM hg_settings"))
+    # A worker's least-privilege login records the timeout (it may not write hg_settings)
+    prefix = site.sql("SELECT value FROM hg_settings WHERE name = 'role_prefix'")[0][0]
+    login = f"w_{new_id()[:8]}"
+    site.sql(f'CREATE ROLE "{login}" LOGIN IN ROLE "{prefix}_worker"')
+    try:
+        as_worker = sa.make_url(site.url).set(username=login).render_as_string(False)
+        site.hg(
+            "worker", "--burst", HUMANGLUE_DATABASE_URL=as_worker, HUMANGLUE_PRESENCE_TIMEOUT="7m"
+        )
+        recorded = "SELECT value FROM hg_settings WHERE name = 'presence_timeout_seconds'"
+        assert site.sql(recorded) == [("420",)]
+        assert stats(site, "ada")[0]["online_now"] == 3  # max, 5 minutes ago, counts now
+    finally:
+        site.sql(f'DROP OWNED BY "{login}"')
+        site.sql(f'DROP ROLE "{login}"')
     # The platform's writes are still captured, and processed, after the new policies
     pipeline.drain(site.engine)
     site.enroll("ned")
