@@ -3,9 +3,11 @@
 - `live_course_stats`: per course, enrollments active and completed, the completion rate
   (completed ÷ all enrollments, cancelled ones included; 0 without any), the average rating
   (NULL without reviews) and the number of reviews, revenue (the sum of succeeded payments'
-  `amount_cents`, whatever their currency) and `online_now`. Each figure is its own
-  subquery, correlated on the course: no join of enrollments × reviews × payments fans out,
-  and a filter on one course is one index range per figure (the indexes below).
+  `amount_cents`, whatever their currency) and `online_now`. Each table is aggregated in a
+  subquery of its own, correlated on the course (on PostgreSQL one LATERAL subquery per
+  table; on SQLite, which has none, one scalar subquery per figure): no join of
+  enrollments × reviews × payments fans out, and a filter on one course is one index range
+  per subquery (the indexes below).
 - `live_workshop_stats`: per workshop, registrations and check-ins (not cancelled), online
   now, revenue.
 - `online_now` = people (distinct `user_id`) with a `student_presence` row of that course or
@@ -122,6 +124,21 @@ def view_sql(postgres: bool, schema: str = "") -> dict[str, str]:
     completed = _count("enrollments", "x.status = 'completed'", "course_id", "c")
     registered = "x.status <> 'cancelled'"
     checked_in = f"{registered} AND x.checked_in_at IS NOT NULL"
+    rating = (
+        f"(SELECT CAST(avg(x.rating) AS {real}) FROM course_reviews x WHERE x.course_id = c.id)"
+    )
+    reviews = _count("course_reviews", "", "course_id", "c")
+    joins = ""
+    if postgres:  # each table read once per course: its figures from one LATERAL subquery
+        active, completed, total = "e.active", "e.completed", "e.total"
+        rating, reviews = "r.rating_avg", "r.rating_count"
+        joins = (
+            "\nCROSS JOIN LATERAL (SELECT count(*) FILTER (WHERE x.status = 'active') AS active,\n"
+            "    count(*) FILTER (WHERE x.status = 'completed') AS completed,\n"
+            "    count(*) AS total FROM enrollments x WHERE x.course_id = c.id) e\n"
+            "CROSS JOIN LATERAL (SELECT CAST(avg(x.rating) AS double precision) AS rating_avg,\n"
+            "    count(*) AS rating_count FROM course_reviews x WHERE x.course_id = c.id) r"
+        )
     live_course_stats = (
         "SELECT c.id AS course_id, c.title,\n"
         f"  {active} AS enrollments_active,\n"
@@ -129,12 +146,11 @@ def view_sql(postgres: bool, schema: str = "") -> dict[str, str]:
         f"  {total} AS enrollments_total,\n"
         f"  coalesce(CAST({completed} AS {real}) / nullif({total}, 0), 0)"
         " AS completion_rate,\n"
-        f"  (SELECT CAST(avg(x.rating) AS {real}) FROM course_reviews x"
-        " WHERE x.course_id = c.id) AS rating_avg,\n"
-        f"  {_count('course_reviews', '', 'course_id', 'c')} AS rating_count,\n"
+        f"  {rating} AS rating_avg,\n"
+        f"  {reviews} AS rating_count,\n"
         f"  {_revenue('course_id', 'c')} AS revenue_cents,\n"
         f"  {_online('c', 'course_id', cutoff)} AS online_now\n"
-        "FROM courses c"
+        f"FROM courses c{joins}"
     )
     live_workshop_stats = (
         "SELECT w.id AS workshop_id, w.title,\n"
