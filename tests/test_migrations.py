@@ -317,6 +317,14 @@ def test_sql_on_a_migrated_database_changes_nothing(empty_db: str, revision: str
             "hg_presence_peaks",
             "hg_settings",
         ]
+        views = re.findall(r"CREATE VIEW (?:\"?\w+\"?\.)?(\w+)", proc.stdout)
+        assert sorted(views) == [  # migration 0008's live stats
+            "instructor_recent_activity",
+            "live_course_stats",
+            "live_workshop_stats",
+            "user_unread_notifications",
+        ]
+        assert "would create view live_course_stats" in proc.stderr
         assert "would add column hg_workers.stopped_at" in proc.stderr
 
 

@@ -187,7 +187,12 @@ def test_raw_sql_on_a_personal_login_is_refused_or_sees_nothing(school: Site) ->
             assert set(names) == {email("ada"), email("bob"), email("stu")}
             titles = conn.execute(sa.text("SELECT title FROM courses")).scalars()
             assert set(titles) == {"Deep Listening"}
-            assert refused(conn, "SELECT * FROM enrollments") == "42501"
+            # Enrollments (migration 0008, for the live stats): those of its courses only;
+            # questions and the students' own activity stay closed.
+            enrolled = conn.execute(sa.text("SELECT student_id FROM enrollments")).scalars()
+            assert {str(s) for s in enrolled} == {school.people["stu"]}
+            assert refused(conn, "SELECT * FROM course_questions") == "42501"
+            assert refused(conn, "SELECT * FROM student_activity") == "42501"
     finally:
         engine.dispose()
     after = school.sql("SELECT id, user_id, read_at, title FROM notifications ORDER BY id")

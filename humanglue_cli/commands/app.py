@@ -16,6 +16,7 @@ from humanglue_cli.commands import (
     maintenance,
     notifications,
     presence,
+    stats,
     status,
     worker,
 )
@@ -114,4 +115,5 @@ app.command("beat")(worker.beat)
 app.command("status")(status.status)
 app.command("activity")(live.activity)
 app.command("broadcast")(live.broadcast)
+app.command("stats")(stats.stats)
 app.command("demo")(demo.demo)

@@ -27,17 +27,22 @@ def upgrade(
     Example: humanglue --database-url postgresql://db/platform db upgrade --sql
     """
     from humanglue_cli.core import migrate
-    from humanglue_cli.core.db import create_engine
+    from humanglue_cli.core.db import create_engine, wrap_errors
     from humanglue_cli.core.errors import SchemaError, exit_code_for
+    from humanglue_cli.core.store import stats
     from humanglue_cli.core.urls import describe
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.WARNING)
     settings = runtime(ctx).settings
     url = settings.database_url
     warn_if_exposed(settings)
+    timeout = settings.presence_timeout  # a bad one is exit 2 before anything is done
     engine = migrate.planning_engine(url) if sql else create_engine(url, create=True)
     try:
         outcome = migrate.run(engine, plan=sql)
+        if not sql:  # the timeout the live stats views count online people with
+            with wrap_errors(engine), engine.begin() as conn:
+                stats.set_presence_timeout(conn, timeout)
     except SchemaError as error:  # names every problem: shown whole, not cut to one screen
         status(str(error))
         raise typer.Exit(exit_code_for(error)) from None
@@ -62,6 +67,7 @@ _PHRASES = {  # (done, planned)
     ),
     "triggers": ("added triggers to table {}", "would add triggers to table {}"),
     "column": ("added column {}", "would add column {}"),
+    "view": ("created view {}", "would create view {}"),
     "policies": (
         "added row-level security for HumanGlue's people to table {}",
         "would add row-level security for HumanGlue's people to table {}",

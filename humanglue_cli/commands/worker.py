@@ -45,6 +45,7 @@ def worker(
     """
     rt = runtime(ctx)
     settings = rt.settings
+    _record_presence_timeout(rt)
     if burst:
         _burst(rt.engine, batch_size, json_out)
     elif settings.broker_url:
@@ -85,6 +86,24 @@ def beat(ctx: typer.Context) -> None:
         raise BadInput("beat schedules on a broker: set --broker-url or HUMANGLUE_BROKER_URL")
     rt.settings.database_url  # noqa: B018
     _exec_celery(rt, ["beat", "--loglevel", "INFO"])
+
+
+def _record_presence_timeout(rt: Runtime) -> None:
+    """Write the resolved HUMANGLUE_PRESENCE_TIMEOUT where the live stats views read it
+    (migration 0008). A bad value is exit 2 here; a database that is not there yet (down, or
+    not upgraded) is left to the worker's own start, which waits for it and says so (the
+    timeout is then recorded by the next start, or by `db upgrade`)."""
+    from humanglue_cli.core.db import wrap_errors
+    from humanglue_cli.core.errors import Forbidden, SchemaError, Unavailable
+    from humanglue_cli.core.store import stats
+
+    timeout = rt.settings.presence_timeout
+    engine = rt.engine
+    try:
+        with wrap_errors(engine), engine.begin() as conn:
+            stats.set_presence_timeout(conn, timeout)
+    except (Unavailable, SchemaError, Forbidden):
+        pass  # the worker's own start says what is wrong, once
 
 
 def _say_if_unreachable(broker_url: str) -> None:

@@ -40,8 +40,8 @@ log = logging.getLogger("humanglue.migrate")
 
 # What a migration did, for `db upgrade` to report: ("created", table), ("adopted", table) — a
 # platform table that existed and was checked —, ("triggers", table), ("column", "table.column"),
-# ("policies", table) — row-level security —, ("roles", prefix).
-NoteKind = Literal["created", "adopted", "triggers", "column", "policies", "roles"]
+# ("policies", table) — row-level security —, ("roles", prefix), ("view", name).
+NoteKind = Literal["created", "adopted", "triggers", "column", "policies", "roles", "view"]
 Note = tuple[NoteKind, str]
 
 

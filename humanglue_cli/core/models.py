@@ -104,6 +104,9 @@ enrollments = sa.Table(
     sa.Column("progress", sa.Integer, nullable=False, server_default="0"),
     _ts("enrolled_at", default=True),
     _ts("completed_at"),
+    # The live stats' figures, one index range each (migration 0008).
+    sa.Index("ix_enrollments_course_status", "course_id", "status"),
+    sa.Index("ix_enrollments_student", "student_id"),
 )
 
 workshops = sa.Table(
@@ -126,6 +129,8 @@ workshop_registrations = sa.Table(
     sa.Column("status", sa.Text, nullable=False, server_default="registered"),
     _ts("registered_at", default=True),
     _ts("checked_in_at"),
+    sa.Index("ix_workshop_registrations_workshop", "workshop_id", "status"),
+    sa.Index("ix_workshop_registrations_user", "user_id"),
 )
 
 course_reviews = sa.Table(
@@ -137,6 +142,7 @@ course_reviews = sa.Table(
     sa.Column("rating", sa.Integer, nullable=False),
     sa.Column("comment", sa.Text),
     _ts("created_at", default=True),
+    sa.Index("ix_course_reviews_course", "course_id", "rating"),
 )
 
 payments = sa.Table(
@@ -151,6 +157,8 @@ payments = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     _ts("created_at", default=True),
     _ts("updated_at", default=True),
+    sa.Index("ix_payments_course_status", "course_id", "status"),
+    sa.Index("ix_payments_workshop_status", "workshop_id", "status"),
 )
 
 course_questions = sa.Table(
