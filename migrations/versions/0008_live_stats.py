@@ -13,7 +13,8 @@
 - `online_now` = people (distinct `user_id`) with a `student_presence` row of that course or
   workshop (its `scope`, 'course:<id>' or 'workshop:<id>', over 0007's index) that is
   `online` or `away` and beat within the presence timeout. The timeout is
-  `hg_settings.presence_timeout_seconds` (60 when absent), written by `db upgrade` and every `humanglue worker` start from HUMANGLUE_PRESENCE_TIMEOUT.
+  `hg_settings.presence_timeout_seconds` (60 when absent), written by `db upgrade` and
+  every `humanglue worker` start from HUMANGLUE_PRESENCE_TIMEOUT.
 - `user_unread_notifications`: per user with unread notifications, how many and the newest's
   time.
 - `instructor_recent_activity`: the activity feed (`hg_activity`, migration 0006 — every
