@@ -145,13 +145,14 @@ def test_only_instructors_and_admins_see_presence(site: Site) -> None:
     assert [i["course_id"] for i in hg_json(site, "cy", "stats")["items"]] == [pottery]
     assert {i["course_id"] for i in hg_json(site, "root", "stats")["items"]} == {course, pottery}
     assert hg_json(site, "stu", "stats") == {"items": []}
-    # Bad input: exit 2, one line, nothing done.
-    for args, env, named in (
+    # Bad input: exit 2, one line, nothing done (found before the database: one backend will do).
+    checks = [
         (("list", "--course", course), {"HUMANGLUE_PRESENCE_TIMEOUT": "0s"}, "TIMEOUT"),
         (("list", "--course", course), {"HUMANGLUE_PRESENCE_TIMEOUT": "soon"}, "TIMEOUT"),
         (("beat", "--course", course, "--status", "busy"), {}, "--status"),
         (("beat",), {}, "--course"),
-    ):
+    ]
+    for args, env, named in checks if site.backend == "sqlite" else []:
         proc = site.hg("presence", *args, user=email("ada"), check=False, **env)
         assert proc.returncode == 2 and named in proc.stderr, proc.stderr
         assert proc.stderr.count("\n") == 1
