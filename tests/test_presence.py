@@ -183,8 +183,8 @@ def test_follow_prints_joins_status_changes_and_timeouts(
     # stu keeps beating; sam stops: after the 3 s timeout sam leaves, with no sweep running
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and follow.lines.empty():
-        hg_json(site, "stu", "beat", "--course", course, "--device", "phone")
-        time.sleep(0.5)
+        api.beat(site.engine, site.people["stu"], course_id=course, device="phone")
+        time.sleep(0.3)
     leave = follow.next()
     assert (leave["event"], leave["full_name"], leave["status"]) == ("leave", "Sam", "offline")
     assert follow.proc.wait(timeout=10) == 0  # --max-count reached
