@@ -440,3 +440,60 @@ def test_trigger_creation_waits_politely_for_a_busy_table() -> None:
     finally:
         engine.dispose()
         _drop_postgres(name)
+
+
+@POSTGRES
+def test_a_large_platform_table_is_not_indexed_under_its_writers(empty_db: str) -> None:
+    """0008's indexes on the platform's tables: built on a small table, but a plain CREATE
+    INDEX on a large one would hold off the platform's writes for the whole build, so the
+    upgrade leaves it out and prints the CONCURRENTLY statement to run instead."""
+    engine = create_engine(empty_db, create=True)
+    migrate.upgrade(engine, "0007")
+    with engine.begin() as conn:  # ~80 MB of enrollments: wide rows kept in the table itself
+        conn.execute(sa.text("ALTER TABLE enrollments ADD COLUMN notes text"))
+        conn.execute(sa.text("ALTER TABLE enrollments ALTER COLUMN notes SET STORAGE PLAIN"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO profiles (id, email, role) VALUES "
+                "('11111111-1111-4111-8111-111111111111', 'i@x.edu', 'instructor')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO courses (id, instructor_id, title) VALUES "
+                "('22222222-2222-4222-8222-222222222222', "
+                "'11111111-1111-4111-8111-111111111111', 'C')"
+            )
+        )
+        conn.execute(sa.text("ALTER TABLE enrollments DISABLE TRIGGER USER"))
+        conn.execute(
+            sa.text(
+                "INSERT INTO enrollments (id, course_id, student_id, notes) "
+                "SELECT gen_random_uuid(), '22222222-2222-4222-8222-222222222222', "
+                "'11111111-1111-4111-8111-111111111111', repeat('x', 7000) "
+                "FROM generate_series(1, 11000)"
+            )
+        )
+        conn.execute(sa.text("ALTER TABLE enrollments ENABLE TRIGGER USER"))
+    proc = hg(empty_db, "db", "upgrade")
+    assert proc.returncode == 0, proc.stderr
+    statements = [
+        line.split(": ", 2)[-1] for line in proc.stderr.splitlines() if "large platform" in line
+    ]
+    assert sorted(statements) == [
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_enrollments_course_status "
+        "ON enrollments (course_id, status)",
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_enrollments_student ON enrollments "
+        "(student_id)",
+    ]
+    with engine.connect() as conn:
+        indexes = {i["name"] for i in sa.inspect(conn).get_indexes("enrollments")}
+        assert "ix_enrollments_student" not in indexes
+        assert "ix_payments_course_status" in {
+            i["name"] for i in sa.inspect(conn).get_indexes("payments")
+        }
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        for statement in statements:  # what the operator runs: the statements as printed
+            conn.execute(sa.text(statement))
+    assert compare_with_models(empty_db) == []
+    engine.dispose()

@@ -68,6 +68,10 @@ _PHRASES = {  # (done, planned)
     "triggers": ("added triggers to table {}", "would add triggers to table {}"),
     "column": ("added column {}", "would add column {}"),
     "view": ("created view {}", "would create view {}"),
+    "index-deferred": (
+        "left an index on a large platform table to you (without blocking its writes): {}",
+        "would leave an index on a large platform table to you (without blocking its writes): {}",
+    ),
     "policies": (
         "added row-level security for HumanGlue's people to table {}",
         "would add row-level security for HumanGlue's people to table {}",

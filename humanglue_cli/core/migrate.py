@@ -40,8 +40,11 @@ log = logging.getLogger("humanglue.migrate")
 
 # What a migration did, for `db upgrade` to report: ("created", table), ("adopted", table) — a
 # platform table that existed and was checked —, ("triggers", table), ("column", "table.column"),
-# ("policies", table) — row-level security —, ("roles", prefix), ("view", name).
-NoteKind = Literal["created", "adopted", "triggers", "column", "policies", "roles", "view"]
+# ("policies", table) — row-level security —, ("roles", prefix), ("view", name),
+# ("index-deferred", the CREATE INDEX CONCURRENTLY statement an operator is to run).
+NoteKind = Literal[
+    "created", "adopted", "triggers", "column", "policies", "roles", "view", "index-deferred"
+]
 Note = tuple[NoteKind, str]
 
 

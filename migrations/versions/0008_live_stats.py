@@ -69,13 +69,26 @@ INDEXES = (
     # What a person takes (row-level security: hg_visible_courses/workshops, hg_may_see_person).
     ("ix_enrollments_student", "enrollments", ["student_id"]),
     ("ix_workshop_registrations_user", "workshop_registrations", ["user_id"]),
-    # online_now per course or workshop: the rows of one, recent first.
 )
+# An index on a platform table at least this big is not built by the upgrade: a plain CREATE
+# INDEX holds off the platform's writes for the whole build (seconds to minutes at that size).
+# `db upgrade` names it, with the CREATE INDEX CONCURRENTLY statement to run instead.
+LARGE_TABLE = 64 * 1024 * 1024  # bytes (pg_relation_size)
 RLS_SETTING = "rls_enabled_by_humanglue_0008"
 
 
 def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _large(table: str) -> bool:
+    """Whether `table` is too big to index inside the upgrade (LARGE_TABLE)."""
+    size = (
+        op.get_bind()
+        .execute(sa.text("SELECT pg_relation_size(to_regclass(:t))"), {"t": table})
+        .scalar()
+    )
+    return bool(size) and int(size) >= LARGE_TABLE
 
 
 def _literal(text: str) -> str:
@@ -204,6 +217,13 @@ def upgrade() -> None:
     bind = op.get_bind()
     postgres = bind.dialect.name == "postgresql"
     for name, table, columns in INDEXES:
+        if postgres and _large(table):
+            cols = ", ".join(columns)
+            note(
+                "index-deferred",
+                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} ON {table} ({cols})",
+            )
+            continue
         with under_lock_timeout(table):  # CREATE INDEX holds off the table's writers meanwhile
             op.create_index(name, table, columns, if_not_exists=True)
     if not postgres:
