@@ -29,6 +29,10 @@ ENVIRONMENT = {
     "presence_retention": "HUMANGLUE_PRESENCE_RETENTION",
     "tz": "HUMANGLUE_TZ",
     "broadcast_rate": "HUMANGLUE_BROADCAST_RATE",
+    "presence_timeout": "HUMANGLUE_PRESENCE_TIMEOUT",
+    "cleanup_schedule": "HUMANGLUE_CLEANUP_SCHEDULE",
+    "presence_sweep_schedule": "HUMANGLUE_PRESENCE_SWEEP_SCHEDULE",
+    "schedule_tz": "HUMANGLUE_SCHEDULE_TZ",
 }
 FLAGS = {
     "database_url": "--database-url",
@@ -42,6 +46,13 @@ RETENTION_MINIMUM = {
     "presence_retention": timedelta(hours=1),
 }
 RETENTION_DEFAULT = {"notification_retention": "30d", "presence_retention": "24h"}
+# Cron expressions of the scheduled jobs and their zone (checked by core/schedule.py).
+SCHEDULE_DEFAULT = {
+    "cleanup_schedule": "17 3 * * *",
+    "presence_sweep_schedule": "* * * * *",
+    "schedule_tz": "UTC",
+}
+PRESENCE_TIMEOUT = ("60s", timedelta(seconds=1))  # default, minimum
 BROADCAST_RATE = (30, 1, 10_000)  # default, minimum, maximum: broadcasts a minute per sender
 
 
@@ -137,6 +148,23 @@ class Settings:
                 f"{low} to {high:,}, not {shown(given.text)}"
             )
         return int(text)
+
+    def schedule_setting(self, name: str) -> Value:
+        """A schedule setting as given (or its default); core/schedule.py checks it."""
+        return self._get(name) or Value(SCHEDULE_DEFAULT[name], "default")
+
+    @functools.cached_property
+    def presence_timeout(self) -> timedelta:
+        """A device is online while it beat within this (at least 1 s)."""
+        default, minimum = PRESENCE_TIMEOUT
+        given = self._get("presence_timeout") or Value(default, "default")
+        duration = timeutil.parse_duration(given.text, given.source)
+        if duration < minimum:
+            raise BadInput(
+                f"{given.source}: a presence timeout of {shown(given.text)} is under "
+                f"the minimum of {timeutil.exact(minimum)}"
+            )
+        return duration
 
     def _retention(self, name: str) -> timedelta:
         given = self._get(name) or Value(RETENTION_DEFAULT[name], "default")
