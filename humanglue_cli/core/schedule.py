@@ -116,10 +116,16 @@ def run_tick(
         run_id = runs.claim(conn, job.name, tick, owner, lease)
     if run_id is None:
         return None
-    log.info("running %s for %s", job.name, tick.isoformat())
     if job.name == "cleanup":
-        return maintenance.run_claimed(engine, settings, run_id, owner)
-    return _sweep(engine, settings, run_id, owner)
+        result = maintenance.run_claimed(engine, settings, run_id, owner)
+        deleted = ", ".join(f"{n} {what}" for what, n in result["deleted"].items() if n)
+        log.info("cleanup ran for %s: deleted %s", tick.isoformat(), deleted or "nothing")
+        return result
+    result = _sweep(engine, settings, run_id, owner)
+    # Every minute: said only when it changed something.
+    level = logging.INFO if result["swept"] else logging.DEBUG
+    log.log(level, "presence_sweep ran for %s: %d offline", tick.isoformat(), result["swept"])
+    return result
 
 
 class Scheduler:
