@@ -183,7 +183,14 @@ def test_cleanup_dry_run_changes_nothing_and_the_run_deletes_only_expired(site: 
     presence(site, "stu", "online", "30 hours")  # still online: kept whatever its age
     dry = json.loads(hg(site, "maintenance", "cleanup", "--dry-run", "--json", user=None).stdout)
     assert dry["dry_run"] is True
-    assert dry["deleted"] == {"notifications": 2, "presence": 1, "ledger": 0, "workers": 0}
+    assert dry["deleted"] == {
+        "notifications": 2,
+        "activity": 0,
+        "presence": 1,
+        "ledger": 0,
+        "workers": 0,
+        "runs": 0,
+    }
     assert set(dry["cutoffs"]) == {"notifications", "presence"}
     assert site.count() == 4
     assert len(site.sql("SELECT * FROM student_presence")) == 3

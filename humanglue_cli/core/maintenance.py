@@ -10,16 +10,20 @@ Failed events stay until retried (CONTRACT §6).
 
 It deletes in batches of BATCH rows, each its own short transaction (store/expiry.py), so the
 platform's inserts never wait for more than one batch — on SQLite too, where a writer holds
-the whole database. Runs of the job never overlap: each claims its run first (store/runs.py)
-and renews the claim's lease after every batch. A run cut short (a killed worker) has deleted
-some batches and left the rest; they are idempotent, so whoever runs next — a takeover once
-the lease runs out, or the next tick — deletes what is still there.
+the whole database: there it pauses after each batch as long as the batch took, since a
+writer that waits for SQLite's lock sleeps between its tries (up to 100 ms) and would
+otherwise find the next batch holding it each time it wakes. Runs of the job never overlap:
+each claims its run first (store/runs.py) and renews the claim's lease after every batch. A
+run cut short (a killed worker) has deleted some batches and left the rest; they are
+idempotent, so whoever runs next — a takeover once the lease runs out, or the next tick —
+deletes what is still there.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -46,7 +50,7 @@ from humanglue_cli.core.store import workers as worker_store
 WORKER_RECORDS = timedelta(days=7)
 RUN_RECORDS = timedelta(days=7)
 LEASE = timedelta(seconds=60)  # renewed after every batch; a dead runner's run is retaken after
-BATCH = {"postgresql": 10_000, "sqlite": 5_000}
+BATCH = {"postgresql": 10_000, "sqlite": 2_000}
 
 Progress = Callable[[str, int, int], None]  # (what, deleted so far, total)
 
@@ -134,6 +138,7 @@ def run_claimed(
     """
     now, cutoffs = _cutoffs(engine, settings)
     limit = BATCH.get(engine.dialect.name, 5_000)
+    pace = engine.dialect.name == "sqlite"  # one writer: the platform's wait for the lock
     deleted: dict[str, int] = {}
     with db.wrap_errors(engine):
         with db.reading(engine) as conn:
@@ -146,11 +151,14 @@ def run_claimed(
         for name, (table, where) in targets.items():
             deleted[name] = 0
             while True:
+                started = time.monotonic()
                 with engine.begin() as conn:
                     if not runs.renew(conn, run_id, owner, LEASE):
                         raise LostClaim(f"cleanup run {run_id} was taken over")
                     batch = expiry.delete_batch(conn, table, where, limit)
                 deleted[name] += batch
+                if pace and batch == limit:  # let the writers that waited in first
+                    time.sleep(time.monotonic() - started)
                 if on_progress:
                     on_progress(name, deleted[name], max(totals.get(name, 0), deleted[name]))
                 if batch < limit:
