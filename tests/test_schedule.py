@@ -157,6 +157,69 @@ def test_a_run_whose_worker_died_is_taken_over_once_its_lease_runs_out(site: Sit
         assert runs.claim(conn, "cleanup", tick, "c", timedelta(seconds=60)) is None
 
 
+def test_the_sweep_marks_stale_presence_offline_and_the_cleanup_removes_it_later(
+    site: Site,
+) -> None:
+    from tests.test_cli_inbox import presence
+
+    presence(site, "stu", "online", "5 minutes")  # a device that vanished
+    presence(site, "sam", "away", "2 minutes")
+    presence(site, "sam", "online", "10 seconds")  # beating
+    presence(site, "stu", "offline", "30 hours")  # past the presence retention
+    settings = settings_for(site)
+    result = schedule.run_tick(site.engine, settings, job("presence_sweep", "* * * * *"), "a")
+    assert result == {"swept": 2, "deleted": {}}
+    statuses = sorted(r[0] for r in site.sql("SELECT status FROM student_presence"))
+    assert statuses == ["offline", "offline", "offline", "online"]
+    cleaned = schedule.run_tick(site.engine, settings, job("cleanup", "* * * * *"), "a")
+    assert cleaned is not None and cleaned["deleted"]["presence"] == 1
+    assert len(site.sql("SELECT 1 FROM student_presence")) == 3
+
+
+def test_runs_lists_the_newest_first_a_hand_started_cleanup_without_a_tick(site: Site) -> None:
+    old_notifications(site, 3, "40 days")
+    settings = settings_for(site)
+    schedule.run_tick(site.engine, settings, job("presence_sweep", "* * * * *"), "a")
+    site.hg("maintenance", "cleanup", "--json")
+    items = json.loads(site.hg("maintenance", "runs", "--json").stdout)["items"]
+    assert [i["job"] for i in items] == ["cleanup", "presence_sweep"]
+    hand, sweep = items
+    assert hand["scheduled_for"] is None and hand["deleted"]["notifications"] == 3
+    assert sweep["scheduled_for"].endswith(":00+00:00") and sweep["deleted"] == {}
+    for item in items:
+        started = datetime.fromisoformat(item["started_at"])
+        assert started <= datetime.fromisoformat(item["finished_at"])
+    limited = json.loads(site.hg("maintenance", "runs", "--limit", "1", "--json").stdout)
+    assert limited["items"] == [hand]
+    bad = site.hg("maintenance", "runs", "--limit", "0", check=False)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_a_tick_missed_while_the_worker_was_down_runs_once_when_it_returns(
+    site: Site, workers: list[Worker]
+) -> None:
+    env = {"HUMANGLUE_CLEANUP_SCHEDULE": EVERY_2S}
+    first = Worker(site, **env)
+    workers.append(first)
+    first.ready()
+    time.sleep(2.5)
+    assert first.stop() == 0
+    stopped = datetime.now(UTC)
+    time.sleep(5.0)  # two or three ticks go by with no worker
+    back = datetime.now(UTC)
+    second = Worker(site, **env)
+    workers.append(second)
+    second.ready()
+    time.sleep(1.0)
+    assert second.stop() == 0
+    with site.engine.connect() as conn:
+        found = runs.recent(conn, 100)
+    ticks = sorted(r.scheduled_for for r in found if r.task == "cleanup" and r.scheduled_for)
+    missed = [t for t in ticks if stopped < t <= back]
+    assert len(missed) == 1, (stopped, back, ticks)
+    assert back - missed[0] < timedelta(seconds=2)  # the latest of them
+
+
 # --- maintenance cleanup ---------------------------------------------------------------------
 
 
