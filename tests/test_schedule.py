@@ -200,6 +200,9 @@ def test_runs_lists_the_newest_first_a_hand_started_cleanup_without_a_tick(site:
         assert started <= datetime.fromisoformat(item["finished_at"])
     limited = json.loads(site.hg("maintenance", "runs", "--limit", "1", "--json").stdout)
     assert limited["items"] == [hand]
+    text = site.hg("maintenance", "runs").stdout.splitlines()  # plain text into a pipe
+    assert text[0].startswith("cleanup") and "by hand" in text[0] and "3 notifications" in text[0]
+    assert text[1].startswith("presence_sweep") and len(text) == 2
     bad = site.hg("maintenance", "runs", "--limit", "0", check=False)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from humanglue_cli.commands.runtime import Group, is_terminal, runtime, status
+from humanglue_cli.commands.runtime import Group, runtime, status
 
 app = typer.Typer(cls=Group, no_args_is_help=True, help="Scheduled maintenance (cron runs it).")
 
@@ -83,14 +83,12 @@ def schedule(
 
     Example: HUMANGLUE_CLEANUP_SCHEDULE='0 4 * * *' humanglue maintenance schedule
     """
-    from datetime import UTC, datetime
-
     from humanglue_cli.core import schedule as jobs_of
 
     rt = runtime(ctx)
     jobs = jobs_of.jobs(rt.settings)
     now = datetime.now(UTC)
-    if json_out or not is_terminal():
+    if json_out:
         items = [
             {
                 "name": job.name,
@@ -135,7 +133,7 @@ def runs(
         }
         for row in rows
     ]
-    if json_out or not is_terminal():
+    if json_out:
         typer.echo(json.dumps({"items": items}))
         return
     tz = rt.tz
@@ -145,11 +143,10 @@ def runs(
             if row.scheduled_for
             else "by hand"
         )
-        took = (
-            f"{(row.finished_at - row.ran_at).total_seconds():.2f}s"
-            if row.finished_at
-            else "running"
-        )
+        if row.finished_at:
+            took = f"{(row.finished_at - row.ran_at).total_seconds():.2f}s"
+        else:  # a run whose lease ran out was cut short: the next run deletes the rest
+            took = "running" if row.lease_until > datetime.now(UTC) else "cut short"
         deleted = ", ".join(f"{v} {k}" for k, v in item["deleted"].items() if v) or "nothing"
         swept = (row.result or {}).get("swept")
         extra = f", swept {swept} offline" if swept else ""
