@@ -181,9 +181,24 @@ def test_cleanup_dry_run_changes_nothing_and_the_run_deletes_only_expired(site: 
     presence(site, "stu", "offline", "30 hours")  # expired
     presence(site, "sam", "offline", "2 hours")
     presence(site, "stu", "online", "30 hours")  # still online: kept whatever its age
+    for day in ("2000-01-01", "2999-01-01"):  # a peak of a day long gone, and one to come
+        site.sql(
+            "INSERT INTO hg_presence_peaks (scope, day, peak, peak_at) "
+            "VALUES (:s, :d, 3, CURRENT_TIMESTAMP)",
+            s=f"course:{day}",
+            d=day,
+        )
     dry = json.loads(hg(site, "maintenance", "cleanup", "--dry-run", "--json", user=None).stdout)
     assert dry["dry_run"] is True
-    assert dry["deleted"] == {"notifications": 2, "presence": 1, "ledger": 0, "workers": 0}
+    assert dry["deleted"] == {
+        "notifications": 2,
+        "activity": 0,
+        "presence": 1,
+        "ledger": 0,
+        "workers": 0,
+        "runs": 0,
+        "peaks": 1,
+    }
     assert set(dry["cutoffs"]) == {"notifications", "presence"}
     assert site.count() == 4
     assert len(site.sql("SELECT * FROM student_presence")) == 3
@@ -191,6 +206,8 @@ def test_cleanup_dry_run_changes_nothing_and_the_run_deletes_only_expired(site: 
     assert "notifications: deleted 2 notifications created before" in text
     assert "(retention 30d)" in text
     assert site.count() == 2 and len(site.sql("SELECT * FROM student_presence")) == 2
+    assert "peaks: deleted 1 daily presence peaks of days before" in text
+    assert [str(r.day) for r in site.sql("SELECT day FROM hg_presence_peaks")] == ["2999-01-01"]
     again = json.loads(hg(site, "maintenance", "cleanup", "--json", user=None).stdout)
     assert again["dry_run"] is False and set(again["deleted"].values()) == {0}
     hg(site, "maintenance", "cleanup", user=None, code=2, HUMANGLUE_NOTIFICATION_RETENTION="12h")

@@ -326,6 +326,10 @@ def test_sql_on_a_migrated_database_changes_nothing(empty_db: str, revision: str
         ]
         assert "would create view live_course_stats" in proc.stderr
         assert "would add column hg_workers.stopped_at" in proc.stderr
+        # Migration 0009: the tick claims and leases of maintenance runs
+        for column in ("scheduled_for", "finished_at", "lease_until", "owner"):
+            assert f"would add column hg_maintenance_runs.{column}" in proc.stderr
+        assert "CREATE UNIQUE INDEX ux_hg_maintenance_runs_tick" in proc.stdout
 
 
 @POSTGRES

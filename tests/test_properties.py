@@ -396,6 +396,8 @@ COMMANDS = [
         st.lists(TEXT, min_size=0, max_size=2),
     ),
     Cmd("maintenance cleanup", {"--dry-run": None, **JSON}),
+    Cmd("maintenance schedule", JSON),
+    Cmd("maintenance runs", {"--limit": LIMITS, **JSON}),
     Cmd("status", JSON),
     Cmd("events failed", {"--limit": LIMITS, **JSON}),
     Cmd("events retry", {"--all": None, **JSON}, ids(EVENT_IDS)),

@@ -16,36 +16,26 @@ import ssl
 import sys
 
 from celery import Celery
-from celery.schedules import crontab
 
-from humanglue_cli.core import private
+from humanglue_cli.core import schedule
 from humanglue_cli.core.errors import HumanGlueError
-from humanglue_cli.core.settings import Settings, load_settings, state_dir
+from humanglue_cli.core.settings import Settings, load_settings
 
 
-def _settings() -> Settings:
+def _settings() -> tuple[Settings, list[schedule.Job]]:
     """The settings, checked now: a bad one is one line and exit 2, not a Celery traceback."""
     try:
         settings = load_settings()
         settings.database_url  # noqa: B018 - validate before any worker starts
         settings.broker_url  # noqa: B018
+        jobs = schedule.jobs(settings)
     except HumanGlueError as error:
         print(f"humanglue: {error}", file=sys.stderr)
         raise SystemExit(error.exit_code) from None
-    return settings
+    return settings, jobs
 
 
-settings = _settings()
-
-
-def _beat_schedule_file() -> str:
-    """Beat's state lives in the user state dir, never in the working directory."""
-    folder = state_dir()
-    try:
-        private.make_dirs(folder)  # 0700: the schedule is nobody else's business
-    except OSError:
-        return "celerybeat-schedule"
-    return str(folder / "celerybeat-schedule")
+settings, jobs = _settings()
 
 
 def _tls_options(url: str | None) -> dict[str, object] | None:
@@ -91,17 +81,19 @@ app.conf.update(
     worker_hijack_root_logger=False,
     task_default_queue="humanglue",
     timezone="UTC",
-    beat_schedule_filename=_beat_schedule_file(),
-    beat_schedule={
-        "cleanup": {"task": "humanglue.cleanup", "schedule": crontab(minute="17", hour="3")},
-    },
+    # Beat is optional and keeps nothing on disk: the database's claims say what ran.
+    beat_scheduler="celery.beat:Scheduler",
 )
 
 # Nothing at INFO per task: a busy worker would write two lines per wake-up, an idle one none.
 for _name in ("celery.app.trace", "celery.worker.strategy"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
-# The in-worker poller (worker/poller.py) runs in every worker, beat or no beat.
+# The in-worker poller (worker/poller.py) and the schedule (worker/schedule.py) run in every
+# worker, beat or no beat.
 from worker.poller import OutboxPoller  # noqa: E402
+from worker.schedule import ScheduleStep, beat_entries  # noqa: E402
 
 app.steps["worker"].add(OutboxPoller)
+app.steps["worker"].add(ScheduleStep)
+app.conf.beat_schedule = beat_entries(jobs)

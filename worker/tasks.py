@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from humanglue_cli.core import maintenance, pipeline
+from humanglue_cli.core import maintenance, pipeline, schedule
 from humanglue_cli.core.db import Fault, classify
 from humanglue_cli.core.errors import first_line
 from worker.celery_app import app
@@ -73,9 +73,22 @@ def process_events(batch_size: int = pipeline.BATCH_SIZE) -> dict[str, Any]:
 
 
 @app.task(name="humanglue.cleanup")
-def cleanup() -> dict[str, Any]:
+def cleanup() -> dict[str, Any] | None:
     """Delete what is past its retention (the retention settings)."""
     try:
         return maintenance.cleanup(engine(), settings(), dry_run=False)
+    except maintenance.Busy:
+        return None
     except Exception as error:
         return _unfinished("cleanup", error)
+
+
+@app.task(name="humanglue.scheduled")
+def scheduled(job: str) -> dict[str, Any] | None:
+    """Run `job`'s due tick (beat's entries), unless a worker has claimed it already."""
+    try:
+        found = {j.name: j for j in schedule.jobs(settings())}
+        owner = maintenance.owner_id()
+        return schedule.run_tick(engine(), settings(), found[job], owner)
+    except Exception as error:
+        return _unfinished(job, error)

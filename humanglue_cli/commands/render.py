@@ -363,6 +363,9 @@ CLEANED = {
     "presence": "presence rows offline since before {cutoff}{keep}",
     "ledger": "ledger rows that can no longer prevent a repeat",
     "workers": "records of workers gone for a week",
+    "activity": "activity entries from before {cutoff}{keep}",
+    "runs": "records of maintenance runs older than a week",
+    "peaks": "daily presence peaks of days before {cutoff}{keep}",
 }
 
 
@@ -370,9 +373,10 @@ def cleanup_report(result: Mapping[str, Any], tz: tzinfo, retention: Mapping[str
     """The cut-offs used and what was (or, dry, would be) deleted."""
     verb = "would delete" if result["dry_run"] else "deleted"
     for key, count in result["deleted"].items():
-        cutoff = result["cutoffs"].get(key)
+        kept_as = {"activity": "notifications", "peaks": "presence"}.get(key, key)  # as long
+        cutoff = result["cutoffs"].get(kept_as)
         stamp = absolute(datetime.fromisoformat(cutoff), tz) if cutoff else ""
-        keep = f" (retention {retention[key]})" if key in retention else ""
+        keep = f" (retention {retention[kept_as]})" if kept_as in retention else ""
         what = CLEANED.get(key, key).format(cutoff=stamp, keep=keep)
         typer.echo(f"{key}: {verb} {count} {what}")
     if result["dry_run"]:

@@ -17,6 +17,8 @@ from humanglue_cli.core.errors import SomeEventsFailed
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
+    from humanglue_cli.core.settings import Settings
+
 
 def worker(
     ctx: typer.Context,
@@ -45,6 +47,10 @@ def worker(
     """
     rt = runtime(ctx)
     settings = rt.settings
+    if not burst:
+        from humanglue_cli.core import schedule
+
+        schedule.jobs(settings)  # a bad schedule is exit 2 here, naming it
     _record_presence_timeout(rt)
     if burst:
         _burst(rt.engine, batch_size, json_out)
@@ -71,11 +77,11 @@ def worker(
             ],
         )
     else:
-        _embedded(rt.engine, batch_size)
+        _embedded(rt.engine, settings, batch_size)
 
 
 def beat(ctx: typer.Context) -> None:
-    """Run Celery beat, which schedules the daily cleanup on the broker (one per deployment).
+    """Run Celery beat (optional: every worker runs the schedule; a tick still runs once).
 
     Example: HUMANGLUE_BROKER_URL=redis://localhost:6379/0 humanglue beat
     """
@@ -85,7 +91,11 @@ def beat(ctx: typer.Context) -> None:
     if not rt.settings.broker_url:
         raise BadInput("beat schedules on a broker: set --broker-url or HUMANGLUE_BROKER_URL")
     rt.settings.database_url  # noqa: B018
-    _exec_celery(rt, ["beat", "--loglevel", "INFO"])
+    from humanglue_cli.core import schedule
+
+    schedule.jobs(rt.settings)
+    # In memory: the database's claims say what ran, so no schedule file is written anywhere.
+    _exec_celery(rt, ["beat", "--loglevel", "INFO", "--scheduler", "celery.beat:Scheduler"])
 
 
 def _record_presence_timeout(rt: Runtime) -> None:
@@ -156,10 +166,10 @@ def _exec_celery(rt: Runtime, args: list[str]) -> None:
     os.execvpe(sys.executable, [sys.executable, "-m", "celery", "-A", "worker", *args], env)
 
 
-def _embedded(engine: sa.Engine, batch_size: int) -> None:
+def _embedded(engine: sa.Engine, settings: Settings, batch_size: int) -> None:
     import logging
 
-    from humanglue_cli.core import runner
+    from humanglue_cli.core import runner, schedule
     from humanglue_cli.core.urls import describe
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.INFO)
@@ -168,6 +178,7 @@ def _embedded(engine: sa.Engine, batch_size: int) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     status(f"embedded worker on {describe(engine.url)} (no broker configured); Ctrl-C stops it")
+    schedule.Scheduler(engine, settings).start(stop)
     runner.run(
         engine,
         stop,

@@ -335,9 +335,17 @@ maintenance_runs = sa.Table(
         primary_key=True,
         autoincrement=True,
     ),
-    sa.Column("task", sa.Text, nullable=False),
-    _ts("ran_at", nullable=False, default=True),
+    sa.Column("task", sa.Text, nullable=False),  # the job: cleanup, presence_sweep
+    _ts("ran_at", nullable=False, default=True),  # when it started
     sa.Column("result", JSON, nullable=False),
+    # Migration 0009: the tick a scheduled run is for (NULL: started by hand), claimed once;
+    # a run is going while `finished_at` is NULL, held by `owner` until `lease_until`.
+    _ts("scheduled_for"),
+    _ts("finished_at"),
+    _ts("lease_until"),
+    sa.Column("owner", sa.Text),
+    sa.Index("ux_hg_maintenance_runs_tick", "task", "scheduled_for", unique=True),
+    sa.Index("ix_hg_maintenance_runs_running", "task", "finished_at"),
     sqlite_autoincrement=True,
 )
 

@@ -30,6 +30,9 @@ ENVIRONMENT = {
     "presence_timeout": "HUMANGLUE_PRESENCE_TIMEOUT",
     "tz": "HUMANGLUE_TZ",
     "broadcast_rate": "HUMANGLUE_BROADCAST_RATE",
+    "cleanup_schedule": "HUMANGLUE_CLEANUP_SCHEDULE",
+    "presence_sweep_schedule": "HUMANGLUE_PRESENCE_SWEEP_SCHEDULE",
+    "schedule_tz": "HUMANGLUE_SCHEDULE_TZ",
 }
 FLAGS = {
     "database_url": "--database-url",
@@ -44,6 +47,12 @@ RETENTION_MINIMUM = {
     "presence_retention": timedelta(hours=1),
 }
 RETENTION_DEFAULT = {"notification_retention": "30d", "presence_retention": "24h"}
+# Cron expressions of the scheduled jobs and their zone (checked by core/schedule.py).
+SCHEDULE_DEFAULT = {
+    "cleanup_schedule": "17 3 * * *",
+    "presence_sweep_schedule": "* * * * *",
+    "schedule_tz": "UTC",
+}
 PRESENCE_TIMEOUT = ("60s", timedelta(seconds=1))  # default, minimum (CONTRACT §8)
 BROADCAST_RATE = (30, 1, 10_000)  # default, minimum, maximum: broadcasts a minute per sender
 
@@ -153,6 +162,10 @@ class Settings:
                 f"{low} to {high:,}, not {shown(given.text)}"
             )
         return int(text)
+
+    def schedule_setting(self, name: str) -> Value:
+        """A schedule setting as given (or its default); core/schedule.py checks it."""
+        return self._get(name) or Value(SCHEDULE_DEFAULT[name], "default")
 
     def _retention(self, name: str) -> timedelta:
         given = self._get(name) or Value(RETENTION_DEFAULT[name], "default")

@@ -135,9 +135,6 @@ def since(conn: sa.Connection, scope: Scope, mark: Mark) -> tuple[Mark, list[Ite
     return following, sorted(rows, key=lambda i: (i.at, i.id))
 
 
-def expire(conn: sa.Connection, before: datetime, dry_run: bool = False) -> int:
-    """Entries older than `before` (the notification retention): deleted, or counted."""
-    old = A.at < before
-    if dry_run:
-        return int(conn.execute(sa.select(sa.func.count()).where(old)).scalar_one())
-    return conn.execute(sa.delete(activity).where(old)).rowcount
+def expired(before: datetime) -> sa.ColumnElement[bool]:
+    """Entries older than `before` (the notification retention)."""
+    return A.at < before

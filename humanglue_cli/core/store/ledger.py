@@ -116,11 +116,6 @@ def _prunable(conn: sa.Connection, before: datetime) -> sa.ColumnElement[bool]:
     return sa.or_(by_event, _gone(conn))
 
 
-def prune(conn: sa.Connection, event_keys_before: datetime, dry_run: bool = False) -> int:
-    """Delete (or count) rows that can no longer prevent a repeat; see the module docstring."""
-    if dry_run:
-        query = (
-            sa.select(sa.func.count()).select_from(ledger).where(_prunable(conn, event_keys_before))
-        )
-        return int(conn.execute(query).scalar_one())
-    return conn.execute(sa.delete(ledger).where(_prunable(conn, event_keys_before))).rowcount
+def prunable(conn: sa.Connection, event_keys_before: datetime) -> sa.ColumnElement[bool]:
+    """Rows that can no longer prevent a repeat; see the module docstring."""
+    return _prunable(conn, event_keys_before)

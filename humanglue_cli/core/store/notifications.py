@@ -348,10 +348,6 @@ def fan_out(conn: sa.Connection, audience: Audience, draft: Draft, now: datetime
     return conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount
 
 
-def expire(conn: sa.Connection, before: datetime, dry_run: bool = False) -> int:
-    """Delete (or count) notifications created before `before` (the retention)."""
-    old = N.created_at < before
-    if dry_run:
-        query = sa.select(sa.func.count()).select_from(notifications).where(old)
-        return int(conn.execute(query).scalar_one())
-    return conn.execute(sa.delete(notifications).where(old)).rowcount
+def expired(before: datetime) -> sa.ColumnElement[bool]:
+    """Notifications created before `before` (the retention)."""
+    return N.created_at < before

@@ -161,6 +161,11 @@ def sweep(conn: sa.Connection, now: datetime, timeout: timedelta) -> int:
     return conn.execute(sa.update(student_presence).where(stale).values(status="offline")).rowcount
 
 
+def offline_before(before: datetime) -> sa.ColumnElement[bool]:
+    """Rows offline since before `before` (the presence retention), for batched deletes."""
+    return sa.and_(S.status == "offline", S.last_seen_at < before)
+
+
 def expire_offline(conn: sa.Connection, before: datetime, dry_run: bool = False) -> int:
     """Delete (or count) rows offline since before `before` (the presence retention)."""
     old = sa.and_(S.status == "offline", S.last_seen_at < before)
@@ -173,6 +178,12 @@ def expire_offline(conn: sa.Connection, before: datetime, dry_run: bool = False)
 def _day(conn: sa.Connection, when: datetime) -> Any:
     day = when.astimezone(UTC).date()
     return day.isoformat() if conn.dialect.name == "sqlite" else day
+
+
+def peaks_before(conn: sa.Connection, before: datetime) -> sa.ColumnElement[bool]:
+    """The daily peaks of UTC days before `before`'s (the presence retention), for batched
+    deletes."""
+    return K.day < _day(conn, before)
 
 
 def expire_peaks(conn: sa.Connection, before: datetime, dry_run: bool = False) -> int:

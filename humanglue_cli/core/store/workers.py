@@ -54,11 +54,6 @@ def seen_since(conn: sa.Connection, since: datetime) -> list[sa.Row[Any]]:
     return list(conn.execute(query))
 
 
-def forget_before(conn: sa.Connection, before: datetime, dry_run: bool = False) -> int:
-    """Delete (or count) rows of workers last seen before `before`."""
-    old = W.last_seen_at < before
-    if dry_run:
-        return int(
-            conn.execute(sa.select(sa.func.count()).select_from(workers).where(old)).scalar_one()
-        )
-    return conn.execute(sa.delete(workers).where(old)).rowcount
+def forgotten(before: datetime) -> sa.ColumnElement[bool]:
+    """Rows of workers last seen before `before`."""
+    return W.last_seen_at < before
