@@ -450,3 +450,11 @@ def test_delete_by_filters_asks_or_needs_yes(site: Site) -> None:
     one_error_line(site.hg("notifications", "delete", ids[0], "--read", user=ada, check=False), 2)
     one_error_line(site.hg("notifications", "delete", user=ada, check=False), 2)
     assert site.count("user_id = :u", u=site.people["bob"]) == 4  # bob's untouched
+
+
+def test_an_email_that_is_not_utf8_is_bad_input(pg_site: Site) -> None:
+    """Found by tests/test_properties.py: `access grant $'@\\x80'` was exit 1 (the driver could
+    not encode the lone surrogate argv carries)."""
+    for args in (("access", "grant", "@\udc80"), ("access", "revoke", "a@\udc80")):
+        proc = pg_site.hg(*args, user=None, check=False)
+        assert "is not valid UTF-8" in one_error_line(proc, 2)

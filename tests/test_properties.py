@@ -395,6 +395,29 @@ COMMANDS = [
         {"--course": COURSES, "--workshop": COURSES, **JSON},
         st.lists(TEXT, min_size=0, max_size=2),
     ),
+    Cmd(
+        "presence beat",
+        {
+            "--course": COURSES,
+            "--workshop": COURSES,
+            "--device": TEXT,
+            "--status": mostly(st.sampled_from(["online", "away"]), ARGV_TEXT),
+            **JSON,
+        },
+    ),
+    Cmd("presence leave", {"--course": COURSES, "--workshop": COURSES, "--device": TEXT, **JSON}),
+    Cmd(
+        "presence list",  # not --follow: it would run until stopped
+        {
+            "--course": COURSES,
+            "--workshop": COURSES,
+            "--max-count": LIMITS,
+            "--idle-timeout": DURATIONS,
+            **JSON,
+        },
+    ),
+    Cmd("presence stats", JSON),
+    Cmd("stats", {"--course": COURSES, "--workshop": COURSES, **JSON}),  # not --follow
     Cmd("maintenance cleanup", {"--dry-run": None, **JSON}),
     Cmd("maintenance schedule", JSON),
     Cmd("maintenance runs", {"--limit": LIMITS, **JSON}),

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from humanglue_cli.core import db
 from humanglue_cli.core.domain import Context, Course, Needs, Person, Workshop
-from humanglue_cli.core.errors import BadInput, NotFound
+from humanglue_cli.core.errors import BadInput, NotFound, check_utf8
 from humanglue_cli.core.ids import canonical, is_reference, is_uuid
 from humanglue_cli.core.models import (
     course_instructors,
@@ -37,7 +37,7 @@ def _by_email(conn: sa.Connection, emails: Sequence[str]) -> dict[str, Person]:
         NotFound: an email of no one.
         BadInput: an email that matches several profiles once case is ignored (named).
     """
-    wanted = list(dict.fromkeys(e.strip() for e in emails))
+    wanted = list(dict.fromkeys(check_utf8(e.strip(), "email") for e in emails))
     lowered = {e.lower() for e in wanted}
     rows = conn.execute(sa.select(profiles).where(sa.func.lower(P.email).in_(lowered))).all()
     found: dict[str, Person] = {}
