@@ -66,10 +66,6 @@ def data_dir() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "humanglue"
 
 
-def state_dir() -> Path:
-    return _xdg("XDG_STATE_HOME", ".local/state") / "humanglue"
-
-
 def default_database_path() -> Path:
     return data_dir() / "humanglue.db"
 
