@@ -136,6 +136,8 @@ def runs(
     if json_out:
         typer.echo(json.dumps({"items": items}))
         return
+    if not items:
+        status("no maintenance runs yet: the workers run the schedule (`maintenance schedule`)")
     tz = rt.tz
     for item, row in zip(items, rows, strict=True):
         tick = (
