@@ -183,7 +183,8 @@ def _day(conn: sa.Connection, when: datetime) -> Any:
 def peaks_before(conn: sa.Connection, before: datetime) -> sa.ColumnElement[bool]:
     """The daily peaks of UTC days before `before`'s (the presence retention), for batched
     deletes."""
-    return K.day < _day(conn, before)
+    old: sa.ColumnElement[bool] = K.day < _day(conn, before)
+    return old
 
 
 def expire_peaks(conn: sa.Connection, before: datetime, dry_run: bool = False) -> int:
