@@ -121,7 +121,7 @@ def test_a_closed_pipe_ends_quietly(site: Site, args: list[str]) -> None:
 
 def test_a_closed_stdout_ends_quietly(site: Site) -> None:
     notify(site, 2)
-    for args in ("notifications list", "notifications count", "--help"):
+    for args in ("notifications list", "notifications count", "--help", "--version"):
         proc = subprocess.run(
             ["bash", "-c", f"{CLI} {args} >&-"],
             env=site.env(email("ada")),
@@ -130,6 +130,32 @@ def test_a_closed_stdout_ends_quietly(site: Site) -> None:
             timeout=60,
         )
         assert proc.returncode == 0 and proc.stderr == "", (args, proc.stderr)
+
+
+def test_a_full_disk_is_one_line_and_exit_1_never_a_traceback() -> None:
+    for args in ("--version", "--help", "notifications --help"):
+        proc = subprocess.run(
+            ["bash", "-c", f"{CLI} {args} > /dev/full"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert proc.stderr == "humanglue: cannot write the output: No space left on device\n"
+
+
+def test_version_and_a_pipe() -> None:
+    from humanglue_cli import __version__
+
+    proc = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{CLI} --version | head -c 3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "hum", "")
+    whole = subprocess.run([CLI, "--version"], capture_output=True, text=True, timeout=60)
+    assert whole.stdout == f"humanglue {__version__}\n"
 
 
 # --- times --------------------------------------------------------------------------------------

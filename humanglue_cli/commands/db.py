@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -26,6 +25,8 @@ def upgrade(
 
     Example: humanglue --database-url postgresql://db/platform db upgrade --sql
     """
+    import logging
+
     from humanglue_cli.core import migrate
     from humanglue_cli.core.db import create_engine, wrap_errors
     from humanglue_cli.core.errors import SchemaError, exit_code_for

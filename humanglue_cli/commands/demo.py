@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from humanglue_cli.commands.runtime import is_terminal, status
-from humanglue_cli.core.domain import Broadcast
 from humanglue_cli.core.text import one_line
 
 if TYPE_CHECKING:
@@ -77,6 +76,7 @@ def _run(
 ) -> int:
     """The platform in one thread, the worker in another; the owner's inbox followed here."""
     from humanglue_cli.core import runner, tail
+    from humanglue_cli.core.domain import Broadcast
     from humanglue_cli.core.store import notifications as inbox
 
     courses = " and ".join(title for title, _ in cast.courses.values())

@@ -23,15 +23,18 @@ from typer import _click
 from typer.core import TyperGroup
 
 from humanglue_cli.core.errors import HumanGlueError, NoActingUser, exit_code_for
-from humanglue_cli.core.settings import Settings, load_settings
 from humanglue_cli.core.text import cut, printable
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from humanglue_cli.core.domain import Person
+    from humanglue_cli.core.settings import Settings
 
 MESSAGE_LIMIT = 300
+# Errors of writing stdout: a reader gone, a full disk, a failing device. (The files commands
+# write themselves — a cursor file, a login URL — report their own errors.)
+OUTPUT_ERRORS = (errno.EPIPE, errno.ENOSPC, errno.EIO, errno.EDQUOT)
 
 
 def fail(message: str) -> None:
@@ -55,12 +58,27 @@ def ensure_streams() -> None:
             setattr(sys, name, os.fdopen(fd, "w", encoding="utf-8", errors="replace"))
 
 
-def _reader_gone() -> NoReturn:
-    """The reader of our output went away (`| head`): stop quietly, as coreutils do."""
-    with contextlib.suppress(OSError):
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit cannot fail again."""
+    with contextlib.suppress(OSError, ValueError):
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, sys.stdout.fileno())
+
+
+def _reader_gone() -> NoReturn:
+    """The reader of our output went away (`| head`): stop quietly, as coreutils do."""
+    _discard_stdout()
     raise SystemExit(0)
+
+
+def output_failed(error: OSError) -> int:
+    """stdout cannot be written (`> /dev/full`, a closed pipe): exit 0 for a reader gone,
+    else one line and exit 1 — never a traceback."""
+    if error.errno == errno.EPIPE:
+        _reader_gone()
+    _discard_stdout()
+    fail(f"cannot write the output: {error.strerror or error}")
+    return 1
 
 
 class Group(TyperGroup):
@@ -89,10 +107,8 @@ class Group(TyperGroup):
         except typer.Abort:
             fail("aborted")
             code = 1
-        except OSError as error:
-            if error.errno != errno.EPIPE:
-                raise
-            _reader_gone()
+        except OSError as error:  # writing the output (--help, --version, an echo)
+            code = output_failed(error)
         if not standalone_mode:
             return code
         raise SystemExit(code if isinstance(code, int) else 0)
@@ -108,8 +124,8 @@ class Group(TyperGroup):
         except KeyboardInterrupt as error:
             ctx.exit(exit_code_for(error))
         except OSError as error:
-            if error.errno == errno.EPIPE:
-                _reader_gone()
+            if error.errno in OUTPUT_ERRORS:  # what escapes a command is its output's
+                ctx.exit(output_failed(error))
             _unexpected(ctx, error)
         except Exception as error:  # the last resort: still one line, exit 1
             _unexpected(ctx, error)
@@ -139,6 +155,8 @@ class Runtime:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from humanglue_cli.core.settings import load_settings
+
             self._settings = load_settings(**self.flags)
         return self._settings
 
