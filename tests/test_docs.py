@@ -58,3 +58,20 @@ def test_help_has_an_example(path: tuple[str, ...]) -> None:
 @pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
 def test_readme_names_the_command(path: tuple[str, ...]) -> None:
     assert path[-1] in README, f"README.md does not mention `{' '.join(path)}`"
+
+
+def test_the_root_lists_each_command_as_its_own_help_says() -> None:
+    """`humanglue --help` lists the commands from app.COMMANDS without building them: each
+    line must be what the command itself would show."""
+    from typer._click.utils import make_default_short_help
+
+    from humanglue_cli.commands.app import COMMANDS, load_command
+
+    root = typer.main.get_command(app)
+    assert list(root.commands) == list(COMMANDS)  # nothing more, nothing less, in order
+    for name, (_, _, summary) in COMMANDS.items():
+        command = load_command(name)
+        for width in (20, 45, 74, 200):
+            assert make_default_short_help(summary, width) == command.get_short_help_str(width)
+    listed = CliRunner().invoke(app, ["--help"]).output
+    assert all(f"  {name} " in listed for name in COMMANDS)
