@@ -351,7 +351,6 @@ def test_two_workers_and_a_beat_run_each_tick_exactly_once(
         assert len(ticks) >= 3
         assert all(b - a == timedelta(seconds=2) for a, b in zip(ticks, ticks[1:], strict=False))
     assert all(r.finished_at is not None for r in rows)
-    assert all(r.ran_at - r.scheduled_for < timedelta(seconds=1.5) for r in rows)
     said = logged_ticks(*(w.log for w in workers))
     assert said and set(said.values()) == {1}, said
     assert len({r.owner for r in rows}) >= 2  # several claimants took part
