@@ -448,3 +448,16 @@ def test_the_timeout_setting_resolves_flag_env_file_default(
     config.write_text('presence_timeout = "500ms"\n')
     with pytest.raises(BadInput, match="presence_timeout in"):
         load_settings(config=str(config)).presence_timeout  # noqa: B018
+
+
+def test_a_device_name_is_a_name(site: Site) -> None:
+    """Found trying it from outside: a 5,000-character device, or one with escape sequences,
+    was stored as given."""
+    site.enroll("stu")
+    for device, says in (("x" * 201, "at most 200 characters"), ("\x1b[2J", "no control")):
+        proc = site.hg(
+            "presence", "beat", "--course", site.people["course"], "--device", device,
+            user=email("stu"), check=False,
+        )  # fmt: skip
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+    assert site.sql("SELECT * FROM student_presence") == []

@@ -111,11 +111,11 @@ def beat(
 
     Example: humanglue -u stu@example.edu presence beat --course "Intro to Rust" --device phone
     """
-    from humanglue_cli.core.errors import BadInput, check_utf8
+    from humanglue_cli.core.errors import BadInput
     from humanglue_cli.core.store import presence
 
     _one_scope(course, workshop)
-    check_utf8(device, "--device")
+    _check_device(device)
     if status_ not in presence.STATUSES:
         raise BadInput(f"--status must be online or away, not {status_!r}")
     rt = runtime(ctx)
@@ -145,11 +145,10 @@ def leave(
 
     Example: humanglue -u stu@example.edu presence leave --course "Intro to Rust" --device phone
     """
-    from humanglue_cli.core.errors import check_utf8
     from humanglue_cli.core.store import presence
 
     _one_scope(course, workshop)
-    check_utf8(device, "--device")
+    _check_device(device)
     rt = runtime(ctx)
     timeout = rt.settings.presence_timeout
     with rt.write() as conn:
@@ -337,3 +336,18 @@ def stats(ctx: typer.Context, json_out: JsonOpt = False) -> None:
         status("you teach no course or workshop")
         return
     render.presence_stats(items)
+
+
+DEVICE_LIMIT = 200  # characters: a device's name, not its data
+
+
+def _check_device(device: str) -> None:
+    """A device name: UTF-8, at most DEVICE_LIMIT characters, no control characters."""
+    from humanglue_cli.core.errors import BadInput, check_utf8
+    from humanglue_cli.core.text import shown
+
+    check_utf8(device, "--device")
+    if len(device) > DEVICE_LIMIT:
+        raise BadInput(f"--device: at most {DEVICE_LIMIT} characters, not {len(device):,}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in device):
+        raise BadInput(f"--device: no control characters, not {shown(device)}")
