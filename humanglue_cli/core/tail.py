@@ -40,6 +40,7 @@ from humanglue_cli.core.store.visibility import (
     Reading,
     backlog,
     changed_since,
+    mark_now,
     read_since,
 )
 from humanglue_cli.core.wakeup import Listener
@@ -138,12 +139,14 @@ def follow(
         with read() as conn:  # one snapshot for both
             news: list[Broadcast] = []
             mark = heard
+            # PostgreSQL's mark is the snapshot's, whatever the table: taken once for both.
+            now = mark_now(conn) if conn.dialect.name == "postgresql" else None
             if broadcasts is not None and heard is not None:
-                mark, news = ephemeral.since(conn, broadcasts, heard)
+                mark, news = ephemeral.since(conn, broadcasts, heard, now)
             cheap = conn.dialect.name != "postgresql" and position.key is None
             if cheap and not changed_since(conn, position.mark):
                 return Reading(), news, mark
-            return read_since(conn, user_id, filters, position), news, mark
+            return read_since(conn, user_id, filters, position, now), news, mark
 
     if live and listener is not None:
         listener.start()  # before the first read: whatever commits after it wakes us

@@ -216,8 +216,15 @@ class Reading:
     next: Position | None = None
 
 
-def read_since(conn: sa.Connection, user_id: str, filters: Filters, position: Position) -> Reading:
-    """The rows `position` has still to deliver, and the position after them (one snapshot)."""
-    mark = mark_now(conn)
+def read_since(
+    conn: sa.Connection,
+    user_id: str,
+    filters: Filters,
+    position: Position,
+    mark: Mark | None = None,
+) -> Reading:
+    """The rows `position` has still to deliver, and the position after them (one snapshot;
+    `mark`: its mark, if the caller took it already)."""
+    mark = mark_now(conn) if mark is None else mark
     rows, new = visible_since(conn, user_id, filters, position)
     return Reading(rows, new, Position(mark))
