@@ -6,7 +6,7 @@ prints events/s and the functions with the most cumulative time. Profiling slows
 compare shares, not the rate, with burst_throughput.py.
 
     python bench/drain_profile.py [--events 20000] [--batch 500] [--top 40]
-        [--backend postgres|sqlite]
+        [--backend postgres|sqlite] [--sort cumulative|tottime]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=pipeline.BATCH_SIZE)
     parser.add_argument("--top", type=int, default=40)
+    parser.add_argument("--sort", choices=("cumulative", "tottime"), default="cumulative")
     parser.add_argument("--backend", choices=("postgres", "sqlite"), default="postgres")
     args = parser.parse_args()
     with temp_database(args.backend) as url:
@@ -43,7 +44,7 @@ def main() -> None:
             f"{result.processed:,} events, {result.notified:,} notifications in {elapsed:.2f} s "
             f"under cProfile: {result.processed / elapsed:,.0f} events/s\n"
         )
-        pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)
+        pstats.Stats(profile).sort_stats(args.sort).print_stats(args.top)
         dispose_engines()
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
+import pytest
 import sqlalchemy as sa
 
-from humanglue_cli.core import pipeline
+from humanglue_cli.core import db, pipeline
 from humanglue_cli.core.store import events
 from tests.helpers import Site, new_id
 
@@ -166,3 +169,34 @@ def test_event_ids_are_never_reused_after_processing(site: Site) -> None:
         )
         pipeline.drain(site.engine)
     assert site.count("type = 'co_instructor_update'") == 2
+
+
+def test_parallel_drains_deliver_each_event_once(site: Site) -> None:
+    """`worker --burst -c N` (pipeline.drain_parallel): threads claim disjoint batches; every
+    enrollment reaches its two teachers exactly once, and completions of one entity spread over
+    batches still notify once. (SQLite: one writer, so one thread.)"""
+    ids = site.enroll_many(600)
+    for eid in ids[:100]:
+        site.sql("UPDATE enrollments SET status = 'completed' WHERE id = :i", i=eid)
+    result = pipeline.drain_parallel(site.engine, 3, limit=25)
+    assert (result.processed, result.failed, site.pending()) == (700, 0, 0)
+    assert result.notified == 2 * 700
+    per_entity = site.sql(
+        "SELECT type, data, count(*) AS n FROM notifications GROUP BY type, data, user_id"
+    )
+    assert len(per_entity) == 2 * 700 and {r.n for r in per_entity} == {1}
+    assert site.count("type = 'enrollment'") == 1200
+    assert site.count("type = 'course_completion'") == 200
+
+
+def test_a_parallel_drain_raises_the_first_error_after_every_thread_ends(pg_site: Site) -> None:
+    """An outage in one thread stops the others at their next batch; the caller gets it."""
+    pg_site.enroll_many(50)
+    pg_site.sql("ALTER TABLE hg_events RENAME TO hg_events_gone")
+    try:
+        with pytest.raises(Exception) as raised:
+            pipeline.drain_parallel(pg_site.engine, 2, limit=10)
+        assert db.classify(raised.value) is db.Fault.SCHEMA
+        assert [t.name for t in threading.enumerate() if t.name.startswith("humanglue-drain")] == []
+    finally:
+        pg_site.sql("ALTER TABLE hg_events_gone RENAME TO hg_events")

@@ -26,7 +26,14 @@ def worker(
         bool, typer.Option("--burst", help="process everything due, then exit (1 if some failed)")
     ] = False,
     concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", min=1, max=64, help="Celery worker threads")
+        int,
+        typer.Option(
+            "--concurrency",
+            "-c",
+            min=1,
+            max=64,
+            help="threads that process events at once (Celery worker, and --burst on PostgreSQL)",
+        ),
     ] = 2,
     batch_size: Annotated[
         int,
@@ -53,7 +60,7 @@ def worker(
         schedule.jobs(settings)  # a bad schedule is exit 2 here, naming it
     _record_presence_timeout(rt)
     if burst:
-        _burst(rt.engine, batch_size, json_out)
+        _burst(rt.engine, batch_size, concurrency, json_out)
     elif settings.broker_url:
         settings.database_url  # noqa: B018 - a bad one is exit 2 here, not in Celery
         _say_if_unreachable(settings.broker_url)
@@ -130,7 +137,7 @@ def _say_if_unreachable(broker_url: str) -> None:
         )
 
 
-def _burst(engine: sa.Engine, batch_size: int, json_out: bool) -> None:
+def _burst(engine: sa.Engine, batch_size: int, threads: int, json_out: bool) -> None:
     import logging
 
     from humanglue_cli.core import pipeline
@@ -138,7 +145,7 @@ def _burst(engine: sa.Engine, batch_size: int, json_out: bool) -> None:
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.WARNING)  # failed events
     with wrap_errors(engine):
-        result = pipeline.drain(engine, batch_size)
+        result = pipeline.drain_parallel(engine, threads, batch_size)
     if json_out:
         typer.echo(json.dumps({"processed": result.processed, "failed": result.failed}))
     else:

@@ -10,13 +10,13 @@ when shown, under the reader's rights.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from humanglue_cli.core.domain import Event, EventKind
+from humanglue_cli.core.ids import uuid_or_none
 
 # Event kind → (the feed's kind, the payload's key of the person, the id's name in `data`,
 # the payload's keys copied into `data`).
@@ -62,7 +62,7 @@ def entry(event: Event) -> Entry | None:
     announcement) or names no course or workshop (a payment for nothing an instructor owns)."""
     spec = _KINDS.get(event.kind)
     p = event.payload
-    if spec is None or not isinstance(p, Mapping):
+    if spec is None or not isinstance(p, dict):
         return None
     kind, person_key, id_name, copied = spec
     if not kind:  # a student_activity row: its own type
@@ -83,12 +83,7 @@ def entry(event: Event) -> Entry | None:
 
 
 def _uuid(value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        return str(uuid.UUID(str(value)))
-    except ValueError:
-        return None
+    return None if value is None else uuid_or_none(value)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from humanglue_cli.core.errors import BadInput
 from humanglue_cli.core.text import shown
@@ -19,6 +21,21 @@ def is_uuid(text: str) -> bool:
     except (ValueError, TypeError):
         return False
     return True
+
+
+_CANONICAL = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def uuid_or_none(value: Any) -> str | None:
+    """`value`'s canonical form if it is a UUID, else None. The form the capture triggers
+    write is recognised without parsing: this runs for every id of every event in a drain."""
+    text = str(value)
+    if _CANONICAL.fullmatch(text):
+        return text
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return None
 
 
 def canonical(text: str) -> str:

@@ -7,9 +7,7 @@ entity", and the notifications to create. No I/O here; the types are in core/dom
 
 from __future__ import annotations
 
-import re
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from humanglue_cli.core.domain import (
@@ -25,29 +23,18 @@ from humanglue_cli.core.domain import (
     Unprocessable,
     event_key,
 )
-
-_CANONICAL = re.compile("[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+from humanglue_cli.core.ids import uuid_or_none
 
 
 def _ids(*values: Any) -> frozenset[str]:
     """The values that are ids (UUIDs); anything else is left for its handler to reject."""
-    found = set()
-    for value in values:
-        text = str(value)
-        if _CANONICAL.fullmatch(text):  # the form the triggers write: no need to parse
-            found.add(text)
-            continue
-        try:
-            found.add(str(uuid.UUID(text)))
-        except ValueError:
-            continue
-    return frozenset(found)
+    return frozenset(i for v in values if v is not None and (i := uuid_or_none(v)) is not None)
 
 
 def needs(event: Event) -> Needs:
     """The people, courses and workshops an event's handler will look up."""
     p = event.payload
-    if not isinstance(p, Mapping):
+    if not isinstance(p, dict):
         return Needs()
     if event.kind == EventKind.COURSE_UPDATED:
         return Needs(_ids(p.get("updated_by")), _ids(event.entity_id))
@@ -257,7 +244,7 @@ def apply(event: Event, ctx: Context) -> Outcome | None:
     handler = RULES.get(event.kind)
     if handler is None:
         raise Unprocessable(f"unknown event kind {event.kind!r}")
-    if not isinstance(event.payload, Mapping):
+    if not isinstance(event.payload, dict):
         raise Unprocessable(
             f"malformed {event.kind} event: its payload is {type(event.payload).__name__}, "
             "not a JSON object"

@@ -218,7 +218,8 @@ def _context_queries(dialect: str) -> _ContextQueries:
         courses=sa.select(courses.c.id, courses.c.title, courses.c.instructor_id).where(
             db.any_of(dialect, courses.c.id, "ids")
         ),
-        people=sa.select(profiles).where(db.any_of(dialect, P.id, "ids")),
+        # Only what a Person holds: converting every profile's created_at cost 5% of a drain.
+        people=sa.select(P.id, P.full_name, P.role, P.email).where(db.any_of(dialect, P.id, "ids")),
     )
 
 
