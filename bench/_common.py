@@ -290,3 +290,17 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+# --- machine-readable summaries (bench/all.py) ---------------------------------------------------
+
+
+def goal(what: str, target: str, measured: str, met: bool) -> dict[str, Any]:
+    """One row of issue 10's goals table, as a script measured it."""
+    return {"what": what, "goal": target, "measured": measured, "met": met}
+
+
+def write_summary(path: str | None, goals: Sequence[dict[str, Any]], **figures: Any) -> None:
+    """`--json-summary PATH`: {"goals": [goal(…), …], "figures": {…}} for bench/all.py."""
+    if path:
+        Path(path).write_text(json.dumps({"goals": list(goals), "figures": figures}, indent=2))

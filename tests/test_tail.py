@@ -431,3 +431,29 @@ def test_bell_rings_for_high_priority_only(site: Site, tails: list[Tail]) -> Non
     for pump in tail.pumps:
         pump.join(timeout=10)
     assert sum(line.count("\a") for line in tail.errors) == 1
+
+
+def test_a_position_delivering_from_an_older_one_leaves_the_newer_as_it_was() -> None:
+    """Positions share the list of delivered ids (appending is O(1)); each still says only
+    what it delivered, and encodes it."""
+    from datetime import UTC, datetime
+
+    from humanglue_cli.core.domain import Notification
+    from humanglue_cli.core.store.visibility import Mark, Position
+
+    def note(ident: str) -> Notification:
+        now = datetime.now(UTC)
+        return Notification(ident, "u", "review", "t", "m", {}, None, "normal", None, now)
+
+    ids = [new_id() for _ in range(4)]
+    start = Position(Mark(10, (7,)), done=(ids[0],))  # as decoded from a cursor
+    one = start.after_delivering(note(ids[1]), new=True)
+    two = one.after_delivering(note(ids[2]), new=True)
+    other = one.after_delivering(note(ids[3]), new=True)  # from the older one again
+    assert list(start.done) == ids[:1]
+    assert list(one.done) == ids[:2]
+    assert list(two.done) == ids[:3]
+    assert list(other.done) == [*ids[:2], ids[3]]
+    assert list(Position.decode(two.encode()).done) == ids[:3]
+    assert two.done[-1] == ids[2] and len(two.done) == 3
+    assert one.after_delivering(note(ids[3]), new=False).done == one.done
