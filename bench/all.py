@@ -39,7 +39,7 @@ class Bench:
 
 BENCHES = (
     Bench(
-        "burst_throughput.py",
+        "worker_throughput.py",
         ("--events", "100000", "--runs", "3"),
         ("--events", "10000", "--runs", "1"),
         (("events → notifications through the worker, 100,000 events", "≥ 10,000 events/s"),),
