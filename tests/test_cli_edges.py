@@ -467,13 +467,17 @@ def test_delete_by_filters_asks_or_needs_yes(site: Site) -> None:
     site.hg("notifications", "read", ids[0], ids[1], user=ada)
     # Off a terminal, without --yes: refused, nothing deleted
     line = one_error_line(site.hg("notifications", "delete", "--read", user=ada, check=False), 2)
-    assert "--yes" in line and "2" in line
+    assert "--yes" in line and "2 notifications" in line
     assert site.count("user_id = :u", u=site.people["ada"]) == 4
     # With --yes: the read ones go, and it says how many
     out = site.hg("notifications", "delete", "--read", "--yes", "--json", user=ada).stdout
     assert json.loads(out) == {"deleted": 2}
     left = json.loads(site.hg("notifications", "list", "--json", user=ada).stdout)["items"]
     assert {n["id"] for n in left} == {ids[2], ids[3]}
+    site.hg("notifications", "read", ids[2], user=ada)
+    proc = site.hg("notifications", "delete", "--read", user=ada, check=False)
+    assert "would delete 1 notification:" in one_error_line(proc, 2)
+    site.hg("notifications", "unread", ids[2], user=ada)
     said = site.hg("notifications", "delete", "--type", "enrollment", "--yes", user=ada).stdout
     assert said.strip() == "deleted 2 notifications"
     # Ids and filters together, or nothing at all, are refused
