@@ -430,6 +430,10 @@ def test_list_and_show_show_the_course(site: Site) -> None:
         ("file:///etc/passwd", 2),
         ("//evil.example", 2),
         ("data:text/html,x", 2),
+        ("/\\evil.example", 2),
+        ("/\t/evil.example", 2),
+        ("https://example.edu/\x1b[2J", 2),
+        ("https://example.edu/a b", 2),
         ("https://example.edu/x", 0),
         ("http://example.edu", 0),
         ("/courses/42", 0),
@@ -463,13 +467,17 @@ def test_delete_by_filters_asks_or_needs_yes(site: Site) -> None:
     site.hg("notifications", "read", ids[0], ids[1], user=ada)
     # Off a terminal, without --yes: refused, nothing deleted
     line = one_error_line(site.hg("notifications", "delete", "--read", user=ada, check=False), 2)
-    assert "--yes" in line and "2" in line
+    assert "--yes" in line and "2 notifications" in line
     assert site.count("user_id = :u", u=site.people["ada"]) == 4
     # With --yes: the read ones go, and it says how many
     out = site.hg("notifications", "delete", "--read", "--yes", "--json", user=ada).stdout
     assert json.loads(out) == {"deleted": 2}
     left = json.loads(site.hg("notifications", "list", "--json", user=ada).stdout)["items"]
     assert {n["id"] for n in left} == {ids[2], ids[3]}
+    site.hg("notifications", "read", ids[2], user=ada)
+    proc = site.hg("notifications", "delete", "--read", user=ada, check=False)
+    assert "would delete 1 notification:" in one_error_line(proc, 2)
+    site.hg("notifications", "unread", ids[2], user=ada)
     said = site.hg("notifications", "delete", "--type", "enrollment", "--yes", user=ada).stdout
     assert said.strip() == "deleted 2 notifications"
     # Ids and filters together, or nothing at all, are refused

@@ -46,7 +46,7 @@ def test_postgres_faults(pg_site: Site) -> None:
     assert classify(error_of(run(engine, "SELECT * FROM no_such_table"))) is Fault.SCHEMA
     assert classify(error_of(run(engine, "SELECT no_such_column FROM profiles"))) is Fault.SCHEMA
     timeout = run(engine, "SET LOCAL statement_timeout = '50ms'", "SELECT pg_sleep(1)")
-    assert classify(error_of(timeout)) is Fault.WORK
+    assert classify(error_of(timeout)) is Fault.TIMEOUT
     duplicate = "INSERT INTO profiles (id, email, role) SELECT id, email, role FROM profiles"
     assert classify(error_of(run(engine, duplicate))) is Fault.WORK
     with engine.connect() as holder:

@@ -138,6 +138,39 @@ def test_an_announcement_that_times_out_does_not_hold_up_an_enrollment(pg_site: 
     assert "statement timeout" in row.last_error
 
 
+def test_an_insert_that_times_out_is_run_three_times_not_once_per_halving(pg_site: Site) -> None:
+    site = pg_site
+    # Given a statement_timeout, and a course whose notifications' insert always outlasts it
+    # (each try counted in a sequence: a timeout rolls back everything but sequences)
+    name = sa.make_url(site.url).database
+    site.sql(f"ALTER DATABASE \"{name}\" SET statement_timeout = '300ms'")
+    site.engine.dispose()  # new connections take the setting
+    site.sql("CREATE SEQUENCE poison_tries")
+    site.sql(
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.title LIKE '%Poison%' THEN PERFORM nextval('poison_tries'); "
+        "PERFORM pg_sleep(2); END IF; RETURN NEW; END $$"
+    )
+    site.sql(
+        "CREATE TRIGGER slow BEFORE INSERT ON notifications FOR EACH ROW EXECUTE FUNCTION slow()"
+    )
+    poison = site.enroll(course=site.course("cy", "Poison"))
+    behind = site.enroll_many(60)
+    # When the worker processes one batch (all of them)
+    started = time.monotonic()
+    result = pipeline.process_batch(site.engine)
+    took = time.monotonic() - started
+    # Then everything behind the poison is delivered, and the poison's insert ran three times:
+    # with its batch, its piece, alone (halving would run it once per halving, each a timeout)
+    print(f"\n60 enrollments behind an insert that times out: delivered in {took:.2f}s")
+    assert site.count("type = 'enrollment'") == 2 * len(behind)
+    assert (result.processed, result.failed) == (len(behind), 1)
+    assert site.sql("SELECT last_value FROM poison_tries")[0][0] == 3
+    (row,) = site.sql("SELECT status, attempts, last_error FROM hg_events")
+    assert (row.status, row.attempts) == ("pending", 1) and "statement timeout" in row.last_error
+    assert poison
+
+
 @pytest.mark.parametrize("payload", ["null", "[1, 2]", '"text"', "42"])
 def test_a_malformed_outbox_row_fails_alone(site: Site, payload: str) -> None:
     # Given a malformed outbox row, written by hand, before an enrollment
@@ -383,5 +416,7 @@ def test_a_platform_lock_held_20s_delays_nobody_else(pg_site: Site) -> None:
         wait_until(lambda: site.count("user_id = :u", u=site.people["cy"]) == 1, timeout=10)
         print(f"\n{n} enrollments during a 20 s profile lock: slowest {slowest * 1000:.0f} ms")
         assert slowest < 1.0
+        # And the wait is one problem, said once: not a line for each second of the lock
+        assert worker.log.count("set aside") == 1, worker.log
     finally:
         worker.stop()

@@ -111,6 +111,10 @@ def test_config_file_values_name_the_file(tmp_path: Path) -> None:
         ("postgresql://127.0.0.1:5432", "names no database"),
         ("postgresql://", "names no database"),
         ("sqlite://", "names a file"),
+        ("postgresql://h:99999/db", "port 99999 .* is not 1 to 65535"),
+        ("postgresql://h:0/db", "port 0 .* is not 1 to 65535"),
+        ("postgresql://h/db?foo=bar", "an option libpq does not know: 'foo'"),
+        ("postgresql://u:hunter2@h/db?sslmode=require&Host=x", "does not know: 'Host'"),
     ],
 )
 def test_database_urls_are_checked(url: str, message: str) -> None:
@@ -118,11 +122,22 @@ def test_database_urls_are_checked(url: str, message: str) -> None:
         load_settings(database_url=url).database_url  # noqa: B018
 
 
-@pytest.mark.parametrize("url", ["foo://bar", "amqp://guest@localhost//", "redis://h:port/0", "x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "foo://bar",
+        "amqp://guest@localhost//",
+        "redis://h:port/0",
+        "x",
+        "redis://h/abc",
+        "redis://h/-1",
+    ],
+)
 def test_broker_urls_are_checked(url: str) -> None:
     with pytest.raises(BadInput):
         load_settings(broker_url=url).broker_url  # noqa: B018
-    assert load_settings(broker_url="rediss://h:6380/0").broker_url == "rediss://h:6380/0"
+    for good in ("rediss://h:6380/0", "redis://h", "redis://h/", "redis://:pw@h:6379/15"):
+        assert load_settings(broker_url=good).broker_url == good
 
 
 def test_a_value_that_is_not_utf8_is_bad_input(monkeypatch: pytest.MonkeyPatch) -> None:

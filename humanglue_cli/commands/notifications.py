@@ -316,9 +316,10 @@ def _delete_matching(rt: Runtime, narrowing: Narrowing, yes: bool) -> int:
     if count == 0:
         return 0
     if not yes:
+        many = f"{count} notification{'s' * (count != 1)}"
         if not sys.stdin.isatty():
-            raise BadInput(f"this would delete {count} notifications: add --yes to confirm")
-        if not typer.confirm(f"Delete {count} notification{'s' * (count != 1)}?", err=True):
+            raise BadInput(f"this would delete {many}: add --yes to confirm")
+        if not typer.confirm(f"Delete {many}?", err=True):
             status("nothing deleted")
             return 0
     with rt.write() as conn:

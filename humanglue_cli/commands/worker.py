@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     import sqlalchemy as sa
 
     from humanglue_cli.core.settings import Settings
+
+SAY_ASIDE_EVERY = 60.0  # seconds between two lines about events waiting for a platform lock
 
 
 def worker(
@@ -176,7 +179,7 @@ def _exec_celery(rt: Runtime, args: list[str]) -> None:
 def _embedded(engine: sa.Engine, settings: Settings, batch_size: int) -> None:
     import logging
 
-    from humanglue_cli.core import runner, schedule
+    from humanglue_cli.core import pipeline, runner, schedule
     from humanglue_cli.core.urls import describe
 
     logging.basicConfig(format="humanglue: %(message)s", level=logging.INFO)
@@ -186,16 +189,24 @@ def _embedded(engine: sa.Engine, settings: Settings, batch_size: int) -> None:
         signal.signal(sig, lambda *_: stop.set())
     status(f"embedded worker on {describe(engine.url)} (no broker configured); Ctrl-C stops it")
     schedule.Scheduler(engine, settings).start(stop)
-    runner.run(
-        engine,
-        stop,
-        batch_size=batch_size,
-        on_batch=lambda r: log.info(
-            "processed %d events, %d notifications, %d failed%s",
-            r.processed,
-            r.notified,
-            r.failed,
-            f", {r.set_aside} set aside" if r.set_aside else "",
-        ),
-    )
+    said_aside = -SAY_ASIDE_EVERY
+
+    def progress(r: pipeline.BatchResult) -> None:
+        # Events set aside come back every second while the platform holds its lock: that is
+        # one problem, said once a minute, not once a second.
+        nonlocal said_aside
+        aside = ""
+        if r.set_aside and time.monotonic() - said_aside >= SAY_ASIDE_EVERY:
+            said_aside = time.monotonic()
+            aside = f", {r.set_aside} set aside (a row they need is locked; retried each second)"
+        if r.processed or r.failed or aside:
+            log.info(
+                "processed %d events, %d notifications, %d failed%s",
+                r.processed,
+                r.notified,
+                r.failed,
+                aside,
+            )
+
+    runner.run(engine, stop, batch_size=batch_size, on_batch=progress)
     status("worker stopped")

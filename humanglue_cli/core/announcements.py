@@ -25,6 +25,13 @@ def check_link(link: str) -> str:
     text = link.strip()
     if len(text) > MAX_LINK:
         raise BadInput(f"--link is longer than {MAX_LINK} characters")
+    refused = BadInput(
+        f"--link must be an http(s) URL or a path such as /courses/42, not {shown(link)}"
+    )
+    # Browsers drop tabs and newlines from a URL and read a backslash as "/": "/(backslash)evil"
+    # would be "//evil", another site. A link has no backslash, space or control character.
+    if "\\" in text or any(c.isspace() or not c.isprintable() for c in text):
+        raise refused
     if text.startswith("/") and not text.startswith("//"):
         return text
     try:
@@ -32,9 +39,7 @@ def check_link(link: str) -> str:
     except ValueError:
         parts = None
     if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise BadInput(
-            f"--link must be an http(s) URL or a path such as /courses/42, not {shown(link)}"
-        )
+        raise refused
     return text
 
 

@@ -46,6 +46,7 @@ class Fault(enum.Enum):
     SCHEMA = "schema"  # no HumanGlue schema, or an outdated one
     LOCKED = "locked"  # someone else holds a lock the work needs: set it aside, try again soon
     CONFLICT = "conflict"  # deadlock or serialization failure: try again at once
+    TIMEOUT = "timeout"  # outlasted statement_timeout: a failed attempt, costly to meet again
     WORK = "work"  # the work itself failed (any other error): counts as a failed attempt
 
 
@@ -65,6 +66,7 @@ _PG_OUTAGE = {
 }
 _PG_LOCKED = {"55P03", "55006"}  # lock_not_available (lock_timeout), object_in_use
 _PG_CONFLICT = {"40P01", "40001"}  # deadlock_detected, serialization_failure
+_PG_TIMEOUT = {"57014"}  # query_canceled: statement_timeout (or a cancel request)
 _PG_DENIED = "42501"  # insufficient_privilege: a role's rights, or a policy, refused it
 _PG_SCHEMA = {"42P01", "42703", "3F000", "42883"}  # undefined table/column/schema/function
 # SQLite result codes (primary code names, as sqlite3 reports them in `sqlite_errorname`).
@@ -113,6 +115,8 @@ def _pg_fault(sqlstate: str) -> Fault:
         return Fault.LOCKED
     if sqlstate in _PG_CONFLICT:
         return Fault.CONFLICT
+    if sqlstate in _PG_TIMEOUT:
+        return Fault.TIMEOUT
     if sqlstate in _PG_SCHEMA:
         return Fault.SCHEMA
     return Fault.WORK

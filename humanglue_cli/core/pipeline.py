@@ -12,9 +12,11 @@ Nothing in a batch can stall it:
   events that notify that person aside, attempt refunded, and the rest go through;
 - any other lock wait ends after LOCK_TIMEOUT, and is treated the same way;
 - any other error — a constraint, a statement timeout, an exception of any type — makes the
-  batch run again in a fresh transaction, halving any part that fails inside savepoints until
-  each culprit is alone: it fails its attempt with the reason (retried with backoff, then kept
-  as failed), a deadlock is retried at once, and everything else is processed.
+  batch go again in a fresh transaction, split at once in savepoints until each culprit is alone
+  (in halves; after a statement timeout in pieces of 16, then one by one, so that a poison
+  costs three timeouts at most, not one per halving): it fails its attempt with the reason
+  (retried with backoff, then kept as failed), a deadlock is retried at once, and everything
+  else is processed.
 Only an outage (the database unreachable) or a missing schema stops the work: then nothing can
 be done, and the events come back when the database does.
 """
@@ -42,6 +44,7 @@ log = logging.getLogger("humanglue.pipeline")
 BATCH_SIZE = 500
 LOCK_TIMEOUT = "500ms"  # a set_config value: the longest any statement waits for a lock
 CONFLICT_RETRIES = 3
+TIMEOUT_PIECE = 16  # after a statement timeout, a batch is tried in pieces of this many
 HELD = "set aside: a row it needs is locked by another transaction"
 
 
@@ -95,41 +98,48 @@ def process_batch(engine: sa.Engine, limit: int = BATCH_SIZE) -> BatchResult:
                 now = _begin(conn)
                 result = _process(conn, events.lock_claimed(conn, claimed), now)
         except Exception as error:
-            if _stoppable(classify(error)):
+            fault, reason = classify(error), first_line(error)
+            if _stoppable(fault):
                 raise
-            log.info(
-                "a batch of %d failed (%s): isolating the culprit", len(claimed), first_line(error)
-            )
+            log.info("a batch of %d failed (%s): isolating the culprit", len(claimed), reason)
             with conn.begin():
                 now = _begin(conn)
-                result = _isolate(conn, events.lock_claimed(conn, claimed), now)
+                batch = events.lock_claimed(conn, claimed)
+                # What failed is known only if the batch is the same (none taken over meanwhile)
+                known = (fault, reason) if len(batch) == len(claimed) else None
+                result = _isolate(conn, batch, now, known)
     result.claimed = len(claimed)
     return result
 
 
-def _isolate(conn: sa.Connection, batch: list[Event], now: datetime) -> BatchResult:
-    """Process `batch` in savepoints, halving each part that fails until its culprit is alone."""
+def _isolate(
+    conn: sa.Connection, batch: list[Event], now: datetime, known: tuple[Fault, str] | None
+) -> BatchResult:
+    """Process `batch` in savepoints, splitting each part that fails until its culprit is alone.
+
+    `known`: how the whole batch just failed, so that it is split at once, not run again."""
     result = BatchResult()
-    parts, conflicts = [batch], 0
-    while parts:
-        part = parts.pop()
+    todo: list[tuple[list[Event], tuple[Fault, str] | None]] = [(batch, known)]
+    conflicts = 0
+    while todo:
+        part, failed = todo.pop()
         if not part:
             continue
-        try:
-            with conn.begin_nested():
-                result += _process(conn, part, now)
-            continue
-        except Exception as error:
-            fault = classify(error)
-            if _stoppable(fault):
-                raise
-            reason = first_line(error)
+        if failed is None:
+            try:
+                with conn.begin_nested():
+                    result += _process(conn, part, now)
+                continue
+            except Exception as error:
+                failed = classify(error), first_line(error)
+                if _stoppable(failed[0]):
+                    raise
+        fault, reason = failed
         if fault is Fault.CONFLICT and conflicts < CONFLICT_RETRIES:
             conflicts += 1
-            parts.append(part)
+            todo.append((part, None))
         elif len(part) > 1:
-            half = len(part) // 2
-            parts += [part[half:], part[:half]]
+            todo += [(piece, None) for piece in _split(part, fault)]
         elif fault is Fault.LOCKED:
             events.set_aside(conn, part, HELD)
             result.set_aside += 1
@@ -137,6 +147,18 @@ def _isolate(conn: sa.Connection, batch: list[Event], now: datetime) -> BatchRes
             _fail(conn, [(part[0], reason)])
             result.failed += 1
     return result
+
+
+def _split(part: list[Event], fault: Fault) -> list[list[Event]]:
+    """The pieces of a failed part, the last to be tried first. A quick error is cheap to meet
+    again: halves. After a statement timeout every run of the culprit costs a whole timeout,
+    so halving would cost one per halving: pieces of TIMEOUT_PIECE events, then each alone —
+    the culprit runs three times at most (with its batch, its piece, alone)."""
+    if fault is Fault.TIMEOUT:
+        size = TIMEOUT_PIECE if len(part) > TIMEOUT_PIECE else 1
+    else:
+        size = (len(part) + 1) // 2
+    return [part[i : i + size] for i in range(0, len(part), size)][::-1]
 
 
 def _fail(conn: sa.Connection, failures: list[tuple[Event, str]]) -> None:

@@ -13,6 +13,7 @@ the server and database a command tried.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from urllib.parse import urlsplit
@@ -63,7 +64,23 @@ def database_url(raw: str, what: str = "database URL") -> str:
             f"{what}: {shown(describe(url))} names no database; libpq would pick one of its "
             "defaults: add it, as in postgresql://HOST/DBNAME"
         )
+    if url.port is not None and not 0 < url.port < 65536:
+        raise BadInput(f"{what}: port {url.port} of {shown(describe(url))} is not 1 to 65535")
+    unknown = sorted(set(url.query) - _libpq_options())
+    if unknown:
+        raise BadInput(
+            f"{what}: {shown(describe(url))} has an option libpq does not know: "
+            f"{shown(unknown[0])} (see libpq's connection parameters)"
+        )
     return url.render_as_string(hide_password=False)
+
+
+@functools.cache
+def _libpq_options() -> frozenset[str]:
+    """The keywords the installed libpq takes in a connection string (`?sslmode=…`)."""
+    from psycopg import pq
+
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults())
 
 
 def broker_url(raw: str, what: str = "broker URL") -> str:
@@ -81,6 +98,12 @@ def broker_url(raw: str, what: str = "broker URL") -> str:
         raise BadInput(
             f"{what}: unsupported broker {shown(parts.scheme or masked(raw))} "
             "(use redis://HOST:6379/0, or rediss:// for TLS)"
+        )
+    number = parts.path.removeprefix("/")
+    if number and not (number.isascii() and number.isdigit()):
+        raise BadInput(
+            f"{what}: a Redis database is a number, as in redis://HOST:6379/0, "
+            f"not {shown(parts.path)}"
         )
     return raw.strip()
 
