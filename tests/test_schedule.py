@@ -415,3 +415,31 @@ def test_worker_and_beat_leave_the_working_directory_untouched(
             p.wait(20)
     assert list(cwd.iterdir()) == []
     assert not list(tmp_path.rglob("celerybeat-schedule*"))
+
+
+def test_beat_never_skips_a_tick_that_falls_between_two_looks_at_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Celery beat asks a schedule "due?" and "how long until the next?" in one call. With the
+    clock read twice, a tick between the two readings was neither (the next wait ran past it):
+    seen 10:14 → 10:15, then 10:16 sent twice. One reading answers both."""
+    from zoneinfo import ZoneInfo
+
+    from worker import schedule as beat_schedule
+
+    readings = iter(
+        [
+            datetime(2026, 11, 27, 10, 14, 59, 999_000, tzinfo=UTC),
+            datetime(2026, 11, 27, 10, 15, 0, 1_000, tzinfo=UTC),
+        ]
+    )
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return next(readings)
+
+    monkeypatch.setattr(beat_schedule, "datetime", Clock)
+    tick = beat_schedule.CronTick(schedule.Job("cleanup", "* * * * *", ZoneInfo("UTC")))
+    due, wait = tick.is_due(datetime(2026, 11, 27, 10, 14, tzinfo=UTC))
+    assert not due and wait <= 0.01  # back at 10:15:00, not at 10:16

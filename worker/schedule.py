@@ -43,14 +43,18 @@ class CronTick(schedules.BaseSchedule):
         self.job = job
 
     def remaining_estimate(self, last_run_at: datetime) -> float:
-        now = datetime.now(UTC)
+        return self._until_next(datetime.now(UTC))
+
+    def _until_next(self, now: datetime) -> float:
         return max(0.0, (self.job.next_runs(now, 1)[0] - now).total_seconds())
 
     def is_due(self, last_run_at: datetime) -> schedules.schedstate:
+        # One reading of the clock for both answers: with two, a tick falling between them was
+        # neither due nor waited for — skipped, and the next one sent twice.
         now = datetime.now(UTC)
         last = last_run_at if last_run_at.tzinfo else last_run_at.replace(tzinfo=UTC)
         due = self.job.latest(now) > last
-        return schedules.schedstate(due, self.remaining_estimate(last_run_at))
+        return schedules.schedstate(due, self._until_next(now))
 
     def __repr__(self) -> str:
         return f"<CronTick {self.job.name}: {self.job.expression} {self.job.zone.key}>"
