@@ -281,6 +281,10 @@ def test_the_printed_ddl_builds_the_declared_schema(empty_db: str, tmp_path: Pat
         "hg_presence_rejoined",
         "hg_presence_inserted",  # PostgreSQL
         "hg_presence_updated",
+        "hg_unread_insert",  # PostgreSQL (migration 0010): the unread counts
+        "hg_unread_update",
+        "hg_unread_delete",
+        "hg_unread_truncate",
     )
     captures = [t for t in schema(empty_db)["triggers"] if t not in ours]  # type: ignore[union-attr]
     assert len(captures) == 11
@@ -308,7 +312,7 @@ def test_sql_on_a_migrated_database_changes_nothing(empty_db: str, revision: str
         assert proc.stdout == "" and "is current" in proc.stderr
     else:
         assert "CREATE TRIGGER" in proc.stdout and "ALTER TABLE hg_workers ADD" in proc.stdout
-        # No table but those of migrations 0004, 0006 and 0007 is created again.
+        # No table but those of migrations 0004, 0006, 0007 and 0010 is created again.
         created = re.findall(r"CREATE TABLE (?:\"?\w+\"?\.)?(\w+)", proc.stdout)
         assert sorted(created) == [
             "hg_activity",
@@ -316,6 +320,7 @@ def test_sql_on_a_migrated_database_changes_nothing(empty_db: str, revision: str
             "hg_logins",
             "hg_presence_peaks",
             "hg_settings",
+            "hg_unread_counts",
         ]
         views = re.findall(r"CREATE VIEW (?:\"?\w+\"?\.)?(\w+)", proc.stdout)
         assert sorted(views) == [  # migration 0008's live stats

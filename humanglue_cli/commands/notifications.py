@@ -109,8 +109,7 @@ def list_(
 
     Example: humanglue -u ada@example.edu notifications list --unread --since 2026-11-24T09:00
     """
-    from humanglue_cli.commands import render
-    from humanglue_cli.core.store import notifications, people
+    from humanglue_cli.core.store import notifications
 
     rt = runtime(ctx)
     narrowing = _narrowing(rt, unread, read, type_, course, since, until)
@@ -119,11 +118,16 @@ def list_(
         user = rt.acting_user(conn)
         filters = narrowing.resolve(conn, user)
         page = notifications.list_page(conn, user.id, filters, limit, cursor)
-        titles = {} if json_out else people.course_titles(conn, _course_ids(page.items))
+        if not json_out:
+            from humanglue_cli.core.store import people
+
+            titles = people.course_titles(conn, _course_ids(page.items))
     if json_out:
         items = [n.to_json() for n in page.items]
         typer.echo(json.dumps({"items": items, "next_cursor": page.next_cursor}))
         return
+    from humanglue_cli.commands import render  # a table: not needed for --json
+
     render.notification_table(page.items, rt.tz, titles)
     if page.next_cursor:
         status(f"more: --cursor {page.next_cursor}")
@@ -350,7 +354,6 @@ def count(ctx: typer.Context, json_out: JsonOpt = False) -> None:
 
     Example: humanglue -u ada@example.edu notifications count --json
     """
-    from humanglue_cli.commands import render
     from humanglue_cli.core.store import notifications
 
     rt = runtime(ctx)
@@ -359,6 +362,8 @@ def count(ctx: typer.Context, json_out: JsonOpt = False) -> None:
     if json_out:
         typer.echo(json.dumps({"unread": sum(by_type.values()), "by_type": by_type}))
     else:
+        from humanglue_cli.commands import render
+
         render.unread_counts(by_type)
 
 

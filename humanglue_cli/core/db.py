@@ -12,14 +12,14 @@ import enum
 import functools
 import os
 import socket
-import sqlite3
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -34,6 +34,9 @@ from humanglue_cli.core.errors import (
     first_line,
 )
 from humanglue_cli.core.urls import describe
+
+if TYPE_CHECKING:
+    import sqlite3
 
 _ENGINES: dict[str, sa.Engine] = {}
 SQLITE_BUSY_TIMEOUT_MS = 30000
@@ -95,7 +98,8 @@ def classify(error: BaseException) -> Fault:
     sqlstate = getattr(orig, "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate:
         return _pg_fault(sqlstate)
-    if isinstance(orig, sqlite3.Error):
+    sqlite = sys.modules.get("sqlite3")  # not imported: no SQLite error (the CLI on PostgreSQL)
+    if sqlite is not None and isinstance(orig, sqlite.Error):
         return _sqlite_fault(orig)
     if isinstance(error, exc.InterfaceError | exc.OperationalError):
         return Fault.OUTAGE  # a driver error without a SQLSTATE: the connection itself failed
@@ -213,6 +217,8 @@ def create_engine(url: str, *, create: bool = False, **kwargs: Any) -> sa.Engine
             )
         target = f"file:{quote(str(path))}?mode=rw"
 
+        import sqlite3
+
         def connect() -> sqlite3.Connection:
             if create:  # 0600 before SQLite opens it (core/private); SQLite says why it cannot
                 with contextlib.suppress(OSError):
@@ -242,9 +248,11 @@ def create_engine(url: str, *, create: bool = False, **kwargs: Any) -> sa.Engine
     opened: weakref.WeakSet[Any] = weakref.WeakSet()
     _OPENED[engine] = opened
 
-    def connected(dbapi_conn: Any, _record: Any) -> None:
+    def connected(dbapi_conn: Any, record: Any) -> None:
         with _OPENED_LOCK:
             opened.add(dbapi_conn)
+        if ping_when_idle and record is not None:  # it has just answered: no ping to use it
+            record.info[_USED] = time.monotonic()
 
     def not_while_stalled(dialect: Any, _record: Any, _cargs: Any, _cparams: Any) -> None:
         if stalled(engine):  # it would wait out its connect timeout, in vain (see `sever`)
@@ -278,7 +286,8 @@ _USED = "humanglue_used"
 
 
 def _ping_if_idle(dialect: sa.Dialect, dbapi_conn: Any, record: Any, _proxy: Any) -> None:
-    """`pool_pre_ping`, for a connection idle PING_IDLE_AFTER or more (or never used)."""
+    """`pool_pre_ping`, for a connection idle PING_IDLE_AFTER or more (one just made counts as
+    used: `connected` in `create_engine`)."""
     used = record.info.get(_USED)
     if used is not None and time.monotonic() - used < PING_IDLE_AFTER:
         return

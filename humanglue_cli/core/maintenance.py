@@ -168,6 +168,7 @@ def run_claimed(
                     break
         result = _result(False, cutoffs, deleted)
         with engine.begin() as conn:
+            notification_store.fold_unread_counts(conn)  # and what the deletes added to them
             if not runs.finish(conn, run_id, owner, result):
                 raise LostClaim(f"cleanup run {run_id} was taken over")
     return result

@@ -203,6 +203,16 @@ notifications = sa.Table(
     sa.Index("ix_notifications_user_created", "user_id", "created_at", "id"),
     sa.Index("ix_notifications_created", "created_at"),
     sa.Index("ix_notifications_user_commit", "user_id", "commit_seq"),
+    # What `notifications list` narrows by (migration 0010).
+    sa.Index("ix_notifications_user_type", "user_id", "type", "created_at", "id"),
+    sa.Index(
+        "ix_notifications_user_unread",
+        "user_id",
+        "created_at",
+        "id",
+        postgresql_where=sa.text("read_at IS NULL"),
+        sqlite_where=sa.text("read_at IS NULL"),
+    ),
 )
 
 student_presence = sa.Table(
@@ -432,4 +442,27 @@ presence_peaks = sa.Table(
     sa.Index("ix_hg_presence_peaks_day", "day"),
 )
 
-OWN_TABLES = (events, ledger, workers, maintenance_runs, activity, broadcasts, presence_peaks)
+# Unread notifications per person and type, as deltas (migration 0010): on PostgreSQL every
+# statement that inserts, updates or deletes notifications — the worker's, the CLI's, the
+# platform's plain SQL — adds one row per (person, type) it changed, in its own transaction;
+# `count` sums a person's rows, and maintenance folds them together. No row is ever updated, so
+# no two writers wait for each other here. Empty on SQLite, where `count` reads notifications.
+unread_counts = sa.Table(
+    "hg_unread_counts",
+    metadata,
+    sa.Column("user_id", UUID, nullable=False),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("n", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),
+    sa.Index("ix_hg_unread_counts_user", "user_id"),
+)
+
+OWN_TABLES = (
+    events,
+    ledger,
+    workers,
+    maintenance_runs,
+    activity,
+    broadcasts,
+    presence_peaks,
+    unread_counts,
+)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import stat
 from pathlib import Path
 
@@ -54,6 +53,8 @@ def exposure(path: Path) -> str | None:
         file_mode = stat.S_IMODE(path.stat().st_mode)
         dir_mode = stat.S_IMODE(path.parent.stat().st_mode)
         if file_mode & 0o044 and dir_mode & 0o011:
+            import shlex
+
             fix = f"chmod 600 {shlex.quote(str(path))}"
             return (
                 f"{path} may be read by other users of this machine (mode {file_mode:04o}, "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tomllib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -187,6 +186,8 @@ def _read_config(path: Path, explicit: bool) -> dict[str, Any]:
         if explicit:
             raise BadInput(f"config file not found: {path}")
         return {}
+    import tomllib  # only when there is a file to read
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

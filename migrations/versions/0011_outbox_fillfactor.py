@@ -11,8 +11,8 @@ event marks it dead for the next: 30 batches of 500 later a claim read 584 buffe
 nothing that lasts. `ALTER TABLE … SET (fillfactor)` takes a lock that does not block the
 platform's inserts, and applies to pages filled from now on.
 
-Revision ID: 0012
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-27
 """
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0012"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
