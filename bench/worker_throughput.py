@@ -120,14 +120,16 @@ class ServerCpu:
     def _run(self) -> None:
         with psycopg.connect(libpq(self.url), autocommit=True) as conn:
             me = conn.info.backend_pid
+            started = False  # backends there at the start count from then, later ones whole
             while True:
                 rows = conn.execute(
                     "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
                 ).fetchall()
                 for (pid,) in rows:
                     if pid != me and (used := CpuMeter._of(pid)):
-                        self.first.setdefault(pid, used if not self.seen else 0.0)
+                        self.first.setdefault(pid, 0.0 if started else used)
                         self.seen[pid] = used
+                started = True
                 if self.stop.wait(0.05):
                     return
 
