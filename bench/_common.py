@@ -304,3 +304,36 @@ def write_summary(path: str | None, goals: Sequence[dict[str, Any]], **figures: 
     """`--json-summary PATH`: {"goals": [goal(…), …], "figures": {…}} for bench/all.py."""
     if path:
         Path(path).write_text(json.dumps({"goals": list(goals), "figures": figures}, indent=2))
+
+
+# --- CLI processes ---------------------------------------------------------------------------
+
+
+def cli_env(url: str, **extra: str) -> dict[str, str]:
+    """The environment of a `humanglue` process on `url`: none of the caller's HUMANGLUE_*."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUMANGLUE_")}
+    env.update(HUMANGLUE_DATABASE_URL=url, NO_COLOR="1", **extra)
+    return env
+
+
+@contextlib.contextmanager
+def worker_process(url: str, log: Path, **env: str) -> Iterator[None]:
+    """`humanglue worker` on `url` (its output in `log`) for the duration of the block."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [CLI, "worker"],
+            env=cli_env(url, **env),
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    try:
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

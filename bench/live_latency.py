@@ -59,7 +59,7 @@ from typing import Any
 import psycopg
 import redis
 import sqlalchemy as sa
-from _common import ADMIN_URL, CLI, libpq, pct, table
+from _common import ADMIN_URL, CLI, cli_env, libpq, pct, table
 
 TAILS = 3
 WARMUP = 10
@@ -116,12 +116,6 @@ def drop_roles_of(conn: sa.Connection, oid: int) -> None:
             conn.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
 
 
-def cli_env(url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUMANGLUE_")}
-    env.update(HUMANGLUE_DATABASE_URL=url, NO_COLOR="1", **extra)
-    return env
-
-
 def seed(url: str, students: int) -> tuple[str, list[str]]:
     """`db upgrade`, then ada with one course and `students` students: (course, student ids)."""
     subprocess.run([CLI, "db", "upgrade"], env=cli_env(url), check=True, capture_output=True)
@@ -171,10 +165,10 @@ class Tail:
     ready: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def start(cls, url: str) -> Tail:
+    def start(cls, url: str, user: str = "ada@example.edu") -> Tail:
         proc = subprocess.Popen(
             [CLI, "notifications", "tail", "--json", "-n", "0"],
-            env=cli_env(url, HUMANGLUE_USER="ada@example.edu"),
+            env=cli_env(url, HUMANGLUE_USER=user),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

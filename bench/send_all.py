@@ -26,19 +26,27 @@ Then EXPLAIN (ANALYZE, BUFFERS, WAL) of the fan-out's statement as the worker ru
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
-from _common import CLI, goal, libpq, median, migrated, table, temp_database, write_summary
+from _common import (
+    CLI,
+    cli_env,
+    goal,
+    libpq,
+    median,
+    migrated,
+    table,
+    temp_database,
+    worker_process,
+    write_summary,
+)
 
 ADMIN = "admin@example.edu"
 GOAL_S = 1.5
@@ -56,42 +64,13 @@ def seed(url: str, people: int) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
-def environment(url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HUMANGLUE_")}
-    env.update(HUMANGLUE_DATABASE_URL=url, NO_COLOR="1", **extra)
-    return env
-
-
-@contextlib.contextmanager
-def worker_process(url: str, log: Path, broker: str | None) -> Iterator[None]:
-    env = environment(url, **({"HUMANGLUE_BROKER_URL": broker} if broker else {}))
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [CLI, "worker"],
-            env=env,
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def send(url: str, poll: psycopg.Connection, title: str, *to: str) -> dict[str, float]:
     """One send as a process, until its event is gone; seconds of each phase."""
     recipients = ["--to", *to] if to else ["--all"]
     argv = [CLI, "-u", ADMIN, "notifications", "send", *recipients]
     argv += ["--title", title, "--message", "Saturday 02:00 UTC: the platform is down", "--json"]
     began_wall, began = time.time(), time.perf_counter()
-    out = subprocess.run(argv, env=environment(url), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(argv, env=cli_env(url), capture_output=True, text=True, timeout=120)
     exited = time.perf_counter()
     if out.returncode != 0:
         raise RuntimeError(f"send exited {out.returncode}: {out.stderr}")
@@ -178,7 +157,8 @@ def main() -> None:
         for name in workers:
             broker = args.redis_url if name == "celery" else None
             log = Path(tmp) / f"{name}.log"
-            with worker_process(url, log, broker):
+            broker_env = {"HUMANGLUE_BROKER_URL": broker} if broker else {}
+            with worker_process(url, log, **broker_env):
                 send(url, poll, f"warm-up {name}", ADMIN)
                 results[name] = []
                 for run in range(args.runs):

@@ -21,11 +21,9 @@ The end is seen through a benchmark-only NOTIFY trigger on notifications (Postgr
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import socket
 import sqlite3
-import subprocess
 import tempfile
 import threading
 import time
@@ -37,7 +35,6 @@ from pathlib import Path
 import psycopg
 import sqlalchemy as sa
 from _common import (
-    CLI,
     COURSE,
     STUDENT,
     build_school,
@@ -48,6 +45,7 @@ from _common import (
     table,
     temp_database,
     uid,
+    worker_process,
 )
 
 from humanglue_cli.core import pipeline
@@ -112,30 +110,6 @@ def sqlite_probe(url: str) -> Callable[[float], float | None]:
         return None
 
     return sample
-
-
-@contextmanager
-def worker_process(url: str, log: Path, **env: str) -> Iterator[None]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("HUMANGLUE_")}
-    environ.update(HUMANGLUE_DATABASE_URL=url, NO_COLOR="1", **env)
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [CLI, "worker"],
-            env=environ,
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    try:
-        yield
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @contextmanager

@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from _common import (
     CLI,
     build_school,
+    cli_env,
     goal,
     libpq,
     median,
@@ -46,7 +47,7 @@ from _common import (
     uid,
     write_summary,
 )
-from live_latency import CpuMeter, Tail, cli_env, fresh_database, stop_process
+from live_latency import CpuMeter, Tail, fresh_database, stop_process
 
 from humanglue_cli.core.db import dispose_engines
 
@@ -83,29 +84,12 @@ def pending(engine: sa.Engine) -> bool:
 def start_tails(url: str, count: int) -> list[Tail]:
     tails = []
     for n in TAILED[:count]:
-        proc = subprocess.Popen(
-            [CLI, "notifications", "tail", "--json", "-n", "0"],
-            env=cli_env(url, HUMANGLUE_USER=f"teacher{n}@example.edu"),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            bufsize=0,
-        )
-        tails.append(_adopt(proc))
+        tails.append(Tail.start(url, f"teacher{n}@example.edu"))
     deadline = time.monotonic() + 30
     for tail in tails:
         if not tail.ready.wait(max(0.1, deadline - time.monotonic())):
             raise RuntimeError(f"a tail did not start: {tail.errors[-3:]}")
     return tails
-
-
-def _adopt(proc: subprocess.Popen[bytes]) -> Tail:
-    """A Tail reading `proc` (live_latency's Tail starts its own, following ada)."""
-    tail = Tail(proc)
-    threading.Thread(target=tail._read_out, daemon=True).start()
-    threading.Thread(target=tail._read_err, daemon=True).start()
-    return tail
 
 
 class ServerCpu:
