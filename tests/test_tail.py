@@ -414,6 +414,13 @@ def test_on_postgresql_a_commit_wakes_the_tail(pg_site: Site, tails: list[Tail])
         ident = insert_late(site, 0)
         assert tail.next(timeout=10)["id"] == ident
         assert time.monotonic() - begun < 2.0
+    # Each wake-up is one statement, in autocommit, on a connection of the tail's own (mark
+    # and rows in one snapshot): not a transaction of five round trips on a pooled one.
+    polls = site.sql(
+        "SELECT state, query FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND query LIKE '%pg_current_snapshot() AS s%'"
+    )
+    assert [(r.state, "LATERAL" in r.query) for r in polls] == [("idle", True)]
 
 
 def test_bell_rings_for_high_priority_only(site: Site, tails: list[Tail]) -> None:

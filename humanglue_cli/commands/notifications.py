@@ -499,6 +499,7 @@ def tail(
             on_ready=ready,
             listener=listener,
             broadcasts=audience,
+            session=rt.session if rt.engine.dialect.name == "postgresql" else None,
         )
         for printed, (n, position) in enumerate(arrivals, start=1):
             show(n)

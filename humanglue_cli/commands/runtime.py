@@ -184,6 +184,27 @@ class Runtime:
             self._enter(conn)
             yield conn
 
+    def session(self) -> sa.Connection:
+        """PostgreSQL: a read-only connection of the caller's own — out of the pool, in
+        autocommit, acting as the command's person for as long as it is open — for a follower
+        that reads in one statement per poll (core/tail.py). The caller closes it."""
+        from humanglue_cli.core import access
+        from humanglue_cli.core.db import wrap_errors
+
+        engine = self.engine
+        with wrap_errors(engine):
+            conn = engine.connect()
+            try:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
+                conn.detach()  # its session settings must never reach another pool user
+                conn.exec_driver_sql("SET default_transaction_read_only = on")
+                if self._person is not None and self._people_role is not None:
+                    access.enter(conn, self._people_role, self._person.id, session=True)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A connection in a transaction, committed if the block succeeds."""

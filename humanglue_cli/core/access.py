@@ -110,17 +110,22 @@ def login_person(conn: sa.Connection) -> str | None:
     return None if person is None else str(person)
 
 
-def enter(conn: sa.Connection, people_role: str, user_id: str) -> None:
-    """Take `user_id`'s identity and the people's role until the transaction ends.
+def enter(conn: sa.Connection, people_role: str, user_id: str, *, session: bool = False) -> None:
+    """Take `user_id`'s identity and the people's role until the transaction ends (`session`:
+    until the connection closes — for a connection of one reader's own, never pooled).
 
     From here every statement of the transaction passes the same row-level security policies
     as that person's own login would.
     """
-    conn.execute(_ENTER, {"role": people_role, "setting": ACTING_SETTING, "user": user_id})
+    statement = _ENTER_SESSION if session else _ENTER
+    conn.execute(statement, {"role": people_role, "setting": ACTING_SETTING, "user": user_id})
 
 
 # Built once: every transaction of a command, and every read of a tail, runs it.
 _ENTER = sa.text("SELECT set_config('role', :role, true), set_config(:setting, :user, true)")
+_ENTER_SESSION = sa.text(
+    "SELECT set_config('role', :role, false), set_config(:setting, :user, false)"
+)
 
 
 def check_operator(conn: sa.Connection) -> None:

@@ -15,6 +15,7 @@ On SQLite it looks every 20 ms at a counter that says whether anything was inser
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -22,10 +23,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from humanglue_cli.core import db
 from humanglue_cli.core.activity import Item, Scope
 from humanglue_cli.core.backoff import Backoff
 from humanglue_cli.core.db import Fault, classify
@@ -41,6 +43,8 @@ from humanglue_cli.core.store.visibility import (
     backlog,
     changed_since,
     mark_now,
+    pushed_query,
+    read_pushed,
     read_since,
 )
 from humanglue_cli.core.wakeup import Listener
@@ -107,6 +111,7 @@ def follow(
     on_ready: Callable[[], None] | None = None,
     listener: Listener | None = None,
     broadcasts: Scope | None = None,
+    session: Callable[[], sa.Connection] | None = None,
 ) -> Iterator[tuple[Notification | Broadcast, Position]]:
     """Each notification to show, oldest first, with the position right after it — and, when
     following with a `broadcasts` scope, each broadcast to it as it arrives (ephemeral: no
@@ -117,6 +122,10 @@ def follow(
     While following, database outages are waited out with backoff (reported through
     `on_status`) and what became visible meanwhile is delivered on reconnect; without `live`
     they raise, as for any other command.
+
+    `session` (PostgreSQL) opens a connection of the reader's own (autocommit, acting as the
+    reader): each poll is then one statement on it, where `read` takes a transaction and
+    five round trips (store/visibility.read_pushed).
     """
     start = start or Start()
 
@@ -135,7 +144,33 @@ def follow(
             )
             return position, Reading(rows)
 
+    own: sa.Connection | None = None  # `session`'s, once opened
+    pushed = None if session is None else _pushed_query(user_id, filters, broadcasts)
+
+    def poll_pushed(position: Position) -> tuple[Reading, list[Broadcast], Mark | None]:
+        nonlocal own
+        assert session is not None and pushed is not None
+        try:
+            if own is None:
+                own = session()
+            with db.wrap_errors(own.engine):
+                reading, recent = read_pushed(own, pushed, position)
+        except BaseException:
+            _close(own)
+            own = None
+            raise
+        if broadcasts is None or heard is None:
+            return reading, [], heard
+        if not recent:  # none younger than TTL in that snapshot: nothing to show before it
+            assert reading.next is not None
+            return reading, [], reading.next.mark
+        with read() as conn:  # a snapshot of its own, and a mark from it
+            mark, news = ephemeral.since(conn, broadcasts, heard)
+        return reading, news, mark
+
     def poll(position: Position) -> tuple[Reading, list[Broadcast], Mark | None]:
+        if pushed is not None and position.key is None:
+            return poll_pushed(position)
         with read() as conn:  # one snapshot for both
             news: list[Broadcast] = []
             mark = heard
@@ -148,50 +183,64 @@ def follow(
                 return Reading(), news, mark
             return read_since(conn, user_id, filters, position, now), news, mark
 
-    if live and listener is not None:
-        listener.start()  # before the first read: whatever commits after it wakes us
-    begun = patiently(begin, stop, on_status) if live else begin()
-    if begun is None:
-        return
-    position, reading = begun
-    if on_ready is not None:
-        on_ready()
-    interval: float | None = None
-    quiet_since = time.monotonic()
-    while True:
-        for n in reading.rows:
-            position = position.after_delivering(n, n.id in reading.new)
-            quiet_since = time.monotonic()
-            yield n, position
-        if reading.next is not None:
-            position = reading.next
-        if not live:
+    try:
+        if live and listener is not None:
+            listener.start()  # before the first read: whatever commits after it wakes us
+        begun = patiently(begin, stop, on_status) if live else begin()
+        if begun is None:
             return
-        if idle_timeout is not None and time.monotonic() - quiet_since >= idle_timeout:
-            return
-        if interval is None:
-            interval = _interval(read)
-        armed = listener is not None and listener.armed
-        wait = PUSHED_INTERVAL if armed else interval
-        if idle_timeout is not None:
-            wait = max(0.0, min(wait, idle_timeout - (time.monotonic() - quiet_since)))
-        if listener is not None:
-            listener.wait(wait)
-        else:
-            stop.wait(wait)
-        if stop.is_set():
-            return
-        recovered = threading.Event()
-        polled = patiently(functools.partial(poll, position), stop, on_status, recovered.set)
-        if polled is None:
-            return
-        reading, news, heard = polled
-        for b in news:
-            quiet_since = time.monotonic()
-            yield b, position
-        if recovered.is_set():
-            count = len(reading.rows)
-            on_status(f"caught up: {count} notification{'s' * (count != 1)} arrived meanwhile")
+        position, reading = begun
+        if on_ready is not None:
+            on_ready()
+        interval: float | None = None
+        quiet_since = time.monotonic()
+        while True:
+            for n in reading.rows:
+                position = position.after_delivering(n, n.id in reading.new)
+                quiet_since = time.monotonic()
+                yield n, position
+            if reading.next is not None:
+                position = reading.next
+            if not live:
+                return
+            if idle_timeout is not None and time.monotonic() - quiet_since >= idle_timeout:
+                return
+            if interval is None:
+                interval = _interval(read)
+            armed = listener is not None and listener.armed
+            wait = PUSHED_INTERVAL if armed else interval
+            if idle_timeout is not None:
+                wait = max(0.0, min(wait, idle_timeout - (time.monotonic() - quiet_since)))
+            if listener is not None:
+                listener.wait(wait)
+            else:
+                stop.wait(wait)
+            if stop.is_set():
+                return
+            recovered = threading.Event()
+            polled = patiently(functools.partial(poll, position), stop, on_status, recovered.set)
+            if polled is None:
+                return
+            reading, news, heard = polled
+            for b in news:
+                quiet_since = time.monotonic()
+                yield b, position
+            if recovered.is_set():
+                count = len(reading.rows)
+                on_status(f"caught up: {count} notification{'s' * (count != 1)} arrived meanwhile")
+
+    finally:
+        _close(own)
+
+
+def _pushed_query(user_id: str, filters: Filters, broadcasts: Scope | None) -> sa.Select[Any]:
+    return pushed_query(user_id, filters, None if broadcasts is None else ephemeral.RECENT)
+
+
+def _close(conn: sa.Connection | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 def _interval(read: Reader) -> float:

@@ -125,11 +125,11 @@ def since(
     return following, found
 
 
-_ANY_RECENT = sa.select(
-    sa.exists().where(
-        B.created_at > sa.func.now() - sa.text(f"interval '{int(TTL.total_seconds())} seconds'")
-    )
+# Whether any broadcast younger than TTL is visible: a follower's cheap look before the query.
+RECENT = sa.exists().where(
+    B.created_at > sa.func.now() - sa.text(f"interval '{int(TTL.total_seconds())} seconds'")
 )
+_ANY_RECENT = sa.select(RECENT)
 
 
 def mark(conn: sa.Connection) -> Mark:
