@@ -322,6 +322,22 @@ def test_a_suspect_is_claimed_alone(site: Site) -> None:
     assert len(rest) == 3 and {e.attempts for e in rest} == {1}
 
 
+def test_a_worker_claims_a_suspect_alone_and_the_rest_at_once(site: Site) -> None:
+    """A worker's own claim (on PostgreSQL one statement, `events.claim_at_once`) leaves a
+    suspect to the full claim, which takes it alone; the innocent follow as one batch."""
+    site.enroll_many(4)
+    for _ in range(2):  # claimed twice, and abandoned twice: now a suspect
+        with site.engine.begin() as conn:
+            events.claim(conn, 1)
+        due_now(site)
+    first = pipeline.process_batch(site.engine, 10)
+    assert (first.claimed, first.processed) == (1, 1)
+    rest = pipeline.process_batch(site.engine, 10)
+    assert (rest.claimed, rest.processed) == (3, 3)
+    assert pipeline.process_batch(site.engine, 10).claimed == 0
+    assert site.count("type = 'enrollment'") == 8 and site.pending() == 0
+
+
 def test_ledger_keys_go_in_sorted(site: Site) -> None:
     keys = [("enrollment", f"{n:04d}", 1, 1) for n in (3, 1, 2)]
     statements: list[str] = []

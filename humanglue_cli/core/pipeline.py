@@ -89,8 +89,7 @@ def process_batch(engine: sa.Engine, limit: int = BATCH_SIZE) -> BatchResult:
 
     The claim and the processing are two transactions on one connection: one checkout."""
     with engine.connect() as conn:
-        with conn.begin():
-            claimed = events.claim(conn, limit)
+        claimed = _claim(conn, limit)
         if not claimed:
             return BatchResult()
         try:
@@ -110,6 +109,20 @@ def process_batch(engine: sa.Engine, limit: int = BATCH_SIZE) -> BatchResult:
                 result = _isolate(conn, batch, now, known)
     result.claimed = len(claimed)
     return result
+
+
+def _claim(conn: sa.Connection, limit: int) -> list[Event]:
+    """The claim: on PostgreSQL one statement in autocommit (one round trip, where a
+    transaction of its own takes five), unless a suspect is among the first due events."""
+    if conn.dialect.name == "postgresql":
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        quick = events.claim_at_once(conn, limit)
+        conn.commit()  # SQLAlchemy's own; the statement committed by itself (no round trip)
+        conn.execution_options(isolation_level=conn.default_isolation_level)
+        if quick is not None:
+            return quick
+    with conn.begin():
+        return events.claim(conn, limit)
 
 
 def _isolate(

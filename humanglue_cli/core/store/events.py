@@ -143,6 +143,24 @@ def claim(conn: sa.Connection, limit: int) -> list[Event]:
     return sorted(found, key=lambda e: e.id)
 
 
+def claim_at_once(conn: sa.Connection, limit: int) -> list[Event] | None:
+    """PostgreSQL: `claim` in one statement that is its own transaction (`conn` in autocommit):
+    migration 0014's `hg_claim`. None when a suspect or a spent event is among the first due
+    ones: `claim` decides then."""
+    rows = conn.execute(_CLAIM, {"limit": limit, "suspect": SUSPECT_AFTER, "lease": LEASE}).all()
+    if rows and rows[0].id is None:
+        return None
+    found = [
+        Event(r.id, r.kind, r.entity_id, _payload(r.raw), r.attempts, r.created_at) for r in rows
+    ]
+    return sorted(found, key=lambda e: e.id)
+
+
+_CLAIM = sa.text(
+    "SELECT id, kind, entity_id, raw, attempts, created_at FROM hg_claim(:limit, :suspect, :lease)"
+).columns(created_at=UTCDateTime())
+
+
 def _pick(conn: sa.Connection, limit: int) -> list[sa.Row[Any, Any]]:
     """Due events, oldest first (PostgreSQL: SKIP LOCKED, no bitmap scan — see `claim`)."""
     return list(conn.execute(_hot(conn.dialect.name).pick, {"limit": limit}))
