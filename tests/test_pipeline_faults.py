@@ -436,3 +436,26 @@ def test_a_platform_lock_held_20s_delays_nobody_else(pg_site: Site) -> None:
         assert worker.log.count("set aside") == 1, worker.log
     finally:
         worker.stop()
+
+
+def test_the_processing_lock_waits_no_longer_than_the_lock_timeout(pg_site: Site) -> None:
+    """The processing's first statement sets the lock timeout and locks the claimed events in
+    one round trip: the setting is in force before the lock waits (a lease run out, another
+    worker still holding the rows)."""
+    site = pg_site
+    site.enroll()
+    with site.engine.begin() as conn:
+        claimed = events.claim(conn, 10)
+    with site.engine.connect() as holder, site.engine.connect() as conn:
+        holder.execute(sa.text("SELECT id FROM hg_events FOR UPDATE"))  # held until rollback
+        conn.execute(sa.text("SET statement_timeout = '10s'"))  # the test's own bound
+        conn.commit()
+        begun = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError) as raised, conn.begin():
+            events.begin_processing(conn, claimed, "300ms")
+        assert getattr(raised.value.orig, "sqlstate", None) == "55P03"  # lock_not_available
+        assert time.monotonic() - begun < 5
+        holder.rollback()
+        with conn.begin():
+            batch, now = events.begin_processing(conn, claimed, "300ms")
+        assert [e.id for e in batch] == [e.id for e in claimed] and now is not None

@@ -11,6 +11,7 @@ import contextlib
 import enum
 import functools
 import os
+import re
 import socket
 import sys
 import threading
@@ -513,6 +514,33 @@ def any_of(dialect: str, column: sa.ColumnElement[Any], name: str) -> sa.ColumnE
     from sqlalchemy.dialects.postgresql import ARRAY
 
     return column == sa.any_(sa.bindparam(name, type_=ARRAY(column.type)))
+
+
+# --- several statements in one round trip -----------------------------------------------------
+
+_PARAM = re.compile(r"%\((\w+)\)([sbt])")
+
+
+def _prefixed(prefix: str, match: re.Match[str]) -> str:
+    return f"%({prefix}{match[1]}){match[2]}"
+
+
+def together(conn: sa.Connection, statements: Iterable[tuple[str, dict[str, Any]]]) -> None:
+    """PostgreSQL: run data-modifying statements (the driver's SQL, `%(name)s` parameters) as
+    one — each a WITH query of a SELECT that reads none of them — in one round trip. Each runs
+    exactly once and to completion, all in one snapshot and in no set order: for statements
+    that do not depend on one another's effects (different tables)."""
+    parts = list(statements)
+    if len(parts) == 1:
+        conn.exec_driver_sql(*parts[0])
+        return
+    queries: list[str] = []
+    params: dict[str, Any] = {}
+    for i, (sql, values) in enumerate(parts):
+        queries.append(f"q{i} AS ({_PARAM.sub(functools.partial(_prefixed, f'p{i}_'), sql)})")
+        params.update({f"p{i}_{name}": value for name, value in values.items()})
+    if queries:
+        conn.exec_driver_sql(f"WITH {', '.join(queries)} SELECT", params)
 
 
 # --- the database's clock -------------------------------------------------------------------------

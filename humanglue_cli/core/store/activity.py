@@ -25,18 +25,7 @@ def record(conn: sa.Connection, entries: Sequence[Entry]) -> int:
     if not entries:
         return 0
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(
-            _PG_RECORD,
-            {
-                "event_id": [e.event_id for e in entries],
-                "kind": [e.kind for e in entries],
-                "course_id": [e.course_id for e in entries],
-                "workshop_id": [e.workshop_id for e in entries],
-                "student_id": [e.student_id for e in entries],
-                "data": [json.dumps(e.data, default=datetime.isoformat) for e in entries],
-                "at": [e.at for e in entries],
-            },
-        )
+        conn.exec_driver_sql(*pg_record(entries))
         return len(entries)
     rows = [
         {
@@ -57,6 +46,20 @@ def record(conn: sa.Connection, entries: Sequence[Entry]) -> int:
         if part:
             conn.execute(sa.insert(activity), part)
     return len(rows)
+
+
+def pg_record(entries: Sequence[Entry]) -> tuple[str, dict[str, Any]]:
+    """`record`'s statement on PostgreSQL, with its parameters (to run with others at once:
+    `db.together`)."""
+    return _PG_RECORD, {
+        "event_id": [e.event_id for e in entries],
+        "kind": [e.kind for e in entries],
+        "course_id": [e.course_id for e in entries],
+        "workshop_id": [e.workshop_id for e in entries],
+        "student_id": [e.student_id for e in entries],
+        "data": [json.dumps(e.data, default=datetime.isoformat) for e in entries],
+        "at": [e.at for e in entries],
+    }
 
 
 # PostgreSQL: a batch's entries as one binary array per column, unnested by the server (as

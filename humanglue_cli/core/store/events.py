@@ -185,11 +185,52 @@ def lock_claimed(conn: sa.Connection, claimed: Sequence[Event]) -> list[Event]:
     return [e for e in claimed if (e.id, e.attempts) in mine]
 
 
+def begin_processing(
+    conn: sa.Connection, claimed: Sequence[Event], lock_timeout: str
+) -> tuple[list[Event], datetime | None]:
+    """PostgreSQL, the first statement of a batch's processing transaction, one round trip:
+    bound every lock wait of the transaction to `lock_timeout`, lock the claimed events (as
+    `lock_claimed`) and read the database's time (None if no event is left).
+
+    The setting is a one-time filter of the statement (an InitPlan without a row of its own):
+    PostgreSQL evaluates it before the first row reaches the lock, so the lock waits under it.
+    """
+    if not claimed:
+        return [], None
+    rows = conn.execute(
+        _LOCK_AT, {"ids": [e.id for e in claimed], "lock_timeout": lock_timeout}
+    ).all()
+    mine = {(row.id, row.attempts) for row in rows}
+    return [e for e in claimed if (e.id, e.attempts) in mine], rows[0].now if rows else None
+
+
+_LOCK_AT = (
+    sa.select(E.id, E.attempts, sa.type_coerce(sa.func.now(), UTCDateTime()).label("now"))
+    .where(
+        db.any_of("postgresql", E.id, "ids"),
+        E.status == "pending",
+        sa.select(sa.func.set_config("lock_timeout", sa.bindparam("lock_timeout"), True))
+        .scalar_subquery()
+        .is_not(None),
+    )
+    .order_by(E.id)
+    .with_for_update()
+)
+
+
 def finish(conn: sa.Connection, event_ids: Iterable[int]) -> None:
     """Processed events leave the outbox (the ledger keeps what they did)."""
     ids = sorted(event_ids)
     if ids:
         conn.execute(_hot(conn.dialect.name).finish, {"ids": ids})
+
+
+def pg_finish(event_ids: Iterable[int]) -> tuple[str, dict[str, Any]]:
+    """`finish`'s statement on PostgreSQL, with its parameters (`db.together`)."""
+    return _PG_FINISH, {"ids": sorted(event_ids)}
+
+
+_PG_FINISH = "DELETE FROM hg_events WHERE id = ANY (%(ids)s::bigint[])"
 
 
 def fail(conn: sa.Connection, failures: Sequence[tuple[Event, str]]) -> int:

@@ -184,11 +184,13 @@ def load_context(conn: sa.Connection, needs: Needs) -> Context:
     if needs.courses:
         ids = sorted(needs.courses)
         co: dict[str, list[str]] = {}
-        for link in conn.execute(q.links, {"ids": ids}):
-            co.setdefault(str(link.course_id), []).append(str(link.user_id))
+        if q.links is not None:  # PostgreSQL reads the co-instructors with their course
+            for link in conn.execute(q.links, {"ids": ids}):
+                co.setdefault(str(link.course_id), []).append(str(link.user_id))
         for c in conn.execute(q.courses, {"ids": ids}):
             owner = str(c.instructor_id)
-            others = [u for u in co.get(str(c.id), []) if u != owner]
+            team = co.get(str(c.id), []) if q.links is not None else map(str, c.team or ())
+            others = [u for u in team if u != owner]
             ctx.courses[str(c.id)] = Course(str(c.id), c.title, (owner, *others))
     if needs.people:
         for p in conn.execute(q.people, {"ids": sorted(needs.people)}):
@@ -199,25 +201,39 @@ def load_context(conn: sa.Connection, needs: Needs) -> Context:
 @dataclass(frozen=True)
 class _ContextQueries:
     workshops: sa.Select[Any]
-    links: sa.Select[Any]
+    links: sa.Select[Any] | None  # None: `courses` has each course's `team`
     courses: sa.Select[Any]
     people: sa.Select[Any]
 
 
 @functools.cache
 def _context_queries(dialect: str) -> _ContextQueries:
-    """load_context's statements, built once per dialect (a batch's hot path)."""
+    """load_context's statements, built once per dialect (a batch's hot path). PostgreSQL
+    reads each course's co-instructors as an array with the course: one round trip less."""
     ci = course_instructors.c
+    course = sa.select(courses.c.id, courses.c.title, courses.c.instructor_id)
+    links: sa.Select[Any] | None = None
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import aggregate_order_by
+
+        team = (
+            sa.select(sa.func.array_agg(aggregate_order_by(ci.user_id, ci.user_id)))
+            .where(ci.course_id == courses.c.id)
+            .scalar_subquery()
+        )
+        course = course.add_columns(team.label("team"))
+    else:
+        links = (
+            sa.select(course_instructors)
+            .where(db.any_of(dialect, ci.course_id, "ids"))
+            .order_by(ci.user_id)
+        )
     return _ContextQueries(
         workshops=sa.select(workshops.c.id, workshops.c.title, workshops.c.instructor_id).where(
             db.any_of(dialect, workshops.c.id, "ids")
         ),
-        links=sa.select(course_instructors)
-        .where(db.any_of(dialect, ci.course_id, "ids"))
-        .order_by(ci.user_id),
-        courses=sa.select(courses.c.id, courses.c.title, courses.c.instructor_id).where(
-            db.any_of(dialect, courses.c.id, "ids")
-        ),
+        links=links,
+        courses=course.where(db.any_of(dialect, courses.c.id, "ids")),
         # Only what a Person holds: converting every profile's created_at cost 5% of a drain.
         people=sa.select(P.id, P.full_name, P.role, P.email).where(db.any_of(dialect, P.id, "ids")),
     )
