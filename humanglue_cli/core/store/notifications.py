@@ -355,8 +355,14 @@ _PG_INSERT = (
 
 
 def fan_out(conn: sa.Connection, audience: Audience, draft: Draft, now: datetime) -> int:
-    """One INSERT … SELECT for any number of recipients (never a loop in Python)."""
-    who = sa.select(profiles.c.id)
+    """One INSERT … SELECT for any number of recipients (never a loop in Python).
+
+    In the order of the recipients' ids: four of the table's indexes lead with `user_id`, and
+    the foreign key looks each id up in `profiles`' primary key, so sorted rows land on the
+    leaf the previous row touched, where a scan of `profiles` in its heap order sent each to a
+    random one. 100,000 recipients (bench/send_all.py's statement, interleaved): 1.83 → 1.22 s.
+    """
+    who = sa.select(profiles.c.id).order_by(profiles.c.id)
     if audience.user_ids:
         who = who.where(profiles.c.id.in_(list(audience.user_ids)))
     elif audience.role:
