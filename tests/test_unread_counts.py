@@ -211,4 +211,13 @@ def test_a_fan_out_adds_its_rows_in_the_order_of_the_peoples_ids(pg: Site) -> No
         ]
         assert len(stored) == more + len(PEOPLE), table
         assert stored == sorted(stored), table
+    # And so were their new ids (the primary key's leaves too): random, distinct, sorted
+    ids = [
+        str(i)
+        for (i,) in pg.sql(
+            "SELECT id FROM notifications WHERE type = 'system_announcement' ORDER BY ctid"
+        )
+    ]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids) == more + len(PEOPLE)
+    assert {i[14] for i in ids} == {"4"} and len({i[:8] for i in ids}) > len(ids) * 0.99
     agree(pg)
