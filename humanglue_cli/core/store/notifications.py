@@ -383,6 +383,7 @@ def fan_out(conn: sa.Connection, audience: Audience, draft: Draft, now: datetime
     empty table 1.83 → 1.22 s; with 1,000,000 rows there, 3.55 → 2.03 s (sorted people) and
     2.63 → 2.26 s (sorted ids as well).
     """
+    bound: dict[str, Any]
     if audience.user_ids:
         kind, bound = "user_ids", {"user_ids": list(audience.user_ids)}
     elif audience.role:
@@ -401,12 +402,12 @@ def fan_out(conn: sa.Connection, audience: Audience, draft: Draft, now: datetime
         "now": now,
     }
     if conn.dialect.name == "postgresql":
-        stmt = sa.text(_PG_FAN_OUT.format(who=_AUDIENCES[kind])).bindparams(
+        text = sa.text(_PG_FAN_OUT.format(who=_AUDIENCES[kind])).bindparams(
             sa.bindparam("data", type_=notifications.c.data.type),
             sa.bindparam("link", type_=sa.Text),
             sa.bindparam("now", type_=notifications.c.created_at.type),
         )
-        result = conn.execute(stmt.execution_options(preserve_rowcount=True), literals | bound)
+        result = conn.execute(text.execution_options(preserve_rowcount=True), literals | bound)
         return result.rowcount
     who = sa.select(profiles.c.id).order_by(profiles.c.id)
     if kind == "user_ids":
