@@ -72,9 +72,9 @@ def seed_existing(url: str, per_person: int) -> None:
     with psycopg.connect(libpq(url), autocommit=True) as conn:
         conn.execute(
             "INSERT INTO notifications (user_id, type, title, message, created_at, read_at) "
-            "SELECT p.id, (ARRAY['enrollment', 'review', 'payment'])[1 + g % 3], 'Older', "
+            "SELECT p.id, (ARRAY['enrollment', 'review', 'payment'])[1 + g %% 3], 'Older', "
             "'An older notification', now() - g * interval '1 hour', "
-            "CASE WHEN g % 2 = 0 THEN now() END FROM profiles p, generate_series(1, %s) g",
+            "CASE WHEN g %% 2 = 0 THEN now() END FROM profiles p, generate_series(1, %s) g",
             [per_person],
         )
         conn.execute("VACUUM ANALYZE notifications")
