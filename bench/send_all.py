@@ -8,7 +8,10 @@ the admin alone (the worker is then running and connected), then --runs sends to
 until the announcement's event is gone from the outbox (the worker deletes it in the
 transaction that inserts the notifications, so that is when all of them became visible), the
 count of its notifications checked afterwards. The notifications are truncated between runs,
-so that each run inserts into the same table. Where the time goes, from the timestamps:
+so that each run inserts into the same table; with `--existing K` each person has K older
+notifications there first (half of them read), and each run's are deleted (and the table
+vacuumed, the unread counts folded) instead: a fan-out into a table that is not empty, as in
+production. Where the time goes, from the timestamps:
 
     process     the send command, start to exit (start-up, connect, queue, commit, exit)
     began       start → the worker's transaction began (its `now()`, the notifications'
@@ -20,7 +23,7 @@ Then EXPLAIN (ANALYZE, BUFFERS, WAL) of the fan-out's statement as the worker ru
 (rolled back): what each row costs.
 
     python bench/send_all.py [--people 100000] [--runs 5] [--workers celery,embedded]
-                             [--redis-url redis://127.0.0.1:6379/15] [--quick]
+                             [--redis-url redis://127.0.0.1:6379/15] [--existing K] [--quick]
 """
 
 from __future__ import annotations
@@ -62,6 +65,34 @@ def seed(url: str, people: int) -> None:
             [ADMIN, people],
         )
         conn.execute("VACUUM ANALYZE")
+
+
+def seed_existing(url: str, per_person: int) -> None:
+    """`per_person` older notifications for each person (of three types, half read)."""
+    with psycopg.connect(libpq(url), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO notifications (user_id, type, title, message, created_at, read_at) "
+            "SELECT p.id, (ARRAY['enrollment', 'review', 'payment'])[1 + g %% 3], 'Older', "
+            "'An older notification', now() - g * interval '1 hour', "
+            "CASE WHEN g %% 2 = 0 THEN now() END FROM profiles p, generate_series(1, %s) g",
+            [per_person],
+        )
+        conn.execute("VACUUM ANALYZE notifications")
+
+
+def clear(poll: psycopg.Connection, existing: int) -> None:
+    """The runs' notifications gone: all of them, or those of the runs (`--existing`)."""
+    if existing:
+        poll.execute("DELETE FROM notifications WHERE type = 'system_announcement'")
+        poll.execute(  # folded, as maintenance does: one row a (person, type) again
+            "WITH gone AS (DELETE FROM hg_unread_counts RETURNING 1) "
+            "INSERT INTO hg_unread_counts (user_id, type, n) SELECT user_id, type, count(*) "
+            "FROM notifications WHERE read_at IS NULL GROUP BY user_id, type"
+        )
+        poll.execute("VACUUM ANALYZE hg_unread_counts")
+    else:
+        poll.execute("TRUNCATE notifications")
+    poll.execute("VACUUM ANALYZE notifications")
 
 
 def send(url: str, poll: psycopg.Connection, title: str, *to: str) -> dict[str, float]:
@@ -140,6 +171,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workers", default="celery,embedded")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/15")
+    parser.add_argument("--existing", type=int, default=0, help="older notifications a person")
     parser.add_argument("--quick", action="store_true", help="10,000 people, 2 runs")
     parser.add_argument("--json-summary", help="write the goal row there, for bench/all.py")
     args = parser.parse_args()
@@ -153,6 +185,8 @@ def main() -> None:
     with temp_database("postgres") as url, tempfile.TemporaryDirectory() as tmp:
         migrated(url).dispose()
         seed(url, args.people)
+        if args.existing:
+            seed_existing(url, args.existing)
         poll = psycopg.connect(libpq(url), autocommit=True)
         for name in workers:
             broker = args.redis_url if name == "celery" else None
@@ -162,8 +196,7 @@ def main() -> None:
                 send(url, poll, f"warm-up {name}", ADMIN)
                 results[name] = []
                 for run in range(args.runs):
-                    poll.execute("TRUNCATE notifications")
-                    poll.execute("VACUUM ANALYZE notifications")
+                    clear(poll, args.existing)
                     got = send(url, poll, f"{name} {run}")
                     if got["count"] != args.people:
                         raise RuntimeError(f"{got['count']} notifications of {args.people}")
@@ -174,12 +207,13 @@ def main() -> None:
                         f"fan-out {got['fan-out']:.3f})",
                         flush=True,
                     )
-        poll.execute("TRUNCATE notifications")
-        poll.execute("VACUUM ANALYZE notifications")
+        clear(poll, args.existing)
         poll.close()
         plan = explain(url)
     print(
-        f"\nsend --all to {args.people:,} people until all are visible, median of {args.runs} (s)\n"
+        f"\nsend --all to {args.people:,} people until all are visible, median of {args.runs} (s)"
+        + (f", {args.existing} older notifications a person there" if args.existing else "")
+        + "\n"
     )
     rows = []
     for name, runs in results.items():

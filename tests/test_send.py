@@ -52,6 +52,29 @@ def test_send_to_everyone(site: Site) -> None:  # noqa: F811
     )
 
 
+def test_send_to_a_role_reaches_exactly_its_people(site: Site) -> None:  # noqa: F811
+    # Given the site's people, some of them instructors
+    instructors = {str(u) for (u,) in site.sql("SELECT id FROM profiles WHERE role = 'instructor'")}
+    assert instructors
+    # When an announcement goes to the instructors
+    hg(
+        site,
+        "notifications",
+        "send",
+        "--role",
+        "instructor",
+        "--title",
+        "T",
+        "--message",
+        "m",
+        user="root",
+    )
+    # Then each of them has it, once, and no one else
+    assert pipeline.drain(site.engine).notified == len(instructors)
+    got = site.sql("SELECT user_id FROM notifications WHERE type = 'system_announcement'")
+    assert sorted(str(u) for (u,) in got) == sorted(instructors)
+
+
 @pytest.mark.parametrize(
     ("args", "code"),
     [

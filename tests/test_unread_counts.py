@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from humanglue_cli.core import access, pipeline
+from humanglue_cli.core.db import create_engine
 from humanglue_cli.core.store import notifications
 from tests.helpers import Site, new_id
 from tests.test_cli_inbox import hg, hg_json, inbox_of, site  # noqa: F401  (closes pools)
@@ -180,3 +181,43 @@ def test_a_person_reads_only_their_own_counts(pg: Site) -> None:
                 sa.text("INSERT INTO hg_unread_counts (user_id, type, n) VALUES (:u, 'review', 5)"),
                 {"u": pg.people["stu"]},
             )
+
+
+def test_a_fan_out_adds_its_rows_in_the_order_of_the_peoples_ids(pg: Site) -> None:
+    # Given 40,000 more people, whose ids do not follow the order they were stored in (a
+    # statement this big is grouped by hashing in the counts' trigger: hash order, unsorted)
+    more = 40_000
+    pg.sql(
+        "INSERT INTO profiles (id, email, full_name, role) SELECT gen_random_uuid(), "
+        "'p' || g || '@example.edu', 'P ' || g, 'student' FROM generate_series(1, :n) g",
+        n=more,
+    )
+    # When an announcement goes to everyone, fanned out by a worker's new session (the
+    # trigger's plan is made for the first statement a session runs it for)
+    hg(pg, "notifications", "send", "--all", "--title", "Hi", "--message", "m", user="root")
+    engine = create_engine(pg.url)
+    try:
+        assert pipeline.drain(engine).notified == more + len(PEOPLE)
+    finally:
+        engine.dispose()
+    # Then its notifications and the counts' rows were written sorted by person (each index
+    # that leads with user_id is filled leaf by leaf: bench/send_all.py), and the counts agree
+    for table in ("notifications", "hg_unread_counts"):
+        stored = [
+            str(u)
+            for (u,) in pg.sql(
+                f"SELECT user_id FROM {table} WHERE type = 'system_announcement' ORDER BY ctid"
+            )
+        ]
+        assert len(stored) == more + len(PEOPLE), table
+        assert stored == sorted(stored), table
+    # And so were their new ids (the primary key's leaves too): random, distinct, sorted
+    ids = [
+        str(i)
+        for (i,) in pg.sql(
+            "SELECT id FROM notifications WHERE type = 'system_announcement' ORDER BY ctid"
+        )
+    ]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids) == more + len(PEOPLE)
+    assert {i[14] for i in ids} == {"4"} and len({i[:8] for i in ids}) > len(ids) * 0.99
+    agree(pg)

@@ -354,15 +354,66 @@ _PG_INSERT = (
 )
 
 
+# PostgreSQL: a fan-out's recipients and its new ids, both sorted, zipped by `unnest` (the two
+# arrays are read in the one statement's snapshot: the same people, as many ids). `{who}` is
+# one of _AUDIENCES.
+_PG_FAN_OUT = (
+    "INSERT INTO notifications (id, user_id, type, title, message, data, link, priority,"
+    " created_at) SELECT z.id, z.user_id, :type, :title, :message, :data, :link, :priority, :now"
+    " FROM unnest(ARRAY(SELECT id FROM profiles{who} ORDER BY id),"
+    " ARRAY(SELECT gen_random_uuid() AS new_id FROM profiles{who} ORDER BY new_id))"
+    " AS z(user_id, id)"
+)
+_AUDIENCES = {
+    "everyone": "",
+    "role": " WHERE role = :role",
+    "user_ids": " WHERE id = ANY(CAST(:user_ids AS uuid[]))",
+}
+
+
 def fan_out(conn: sa.Connection, audience: Audience, draft: Draft, now: datetime) -> int:
-    """One INSERT … SELECT for any number of recipients (never a loop in Python)."""
-    who = sa.select(profiles.c.id)
+    """One INSERT … SELECT for any number of recipients (never a loop in Python).
+
+    In the order of the recipients' ids: four of the table's indexes lead with `user_id`, and
+    the foreign key looks each id up in `profiles`' primary key, so sorted rows land on the
+    leaf the previous row touched, where a scan of `profiles` in its heap order sent each to a
+    random one. On PostgreSQL the new ids are drawn first and sorted too (still random v4
+    UUIDs: only which person gets which follows the order), so the primary key is filled leaf
+    by leaf as well. 100,000 recipients (bench/send_all.py's statement, interleaved): into an
+    empty table 1.83 → 1.22 s; with 1,000,000 rows there, 3.55 → 2.03 s (sorted people) and
+    2.63 → 2.26 s (sorted ids as well).
+    """
+    bound: dict[str, Any]
     if audience.user_ids:
-        who = who.where(profiles.c.id.in_(list(audience.user_ids)))
+        kind, bound = "user_ids", {"user_ids": list(audience.user_ids)}
     elif audience.role:
-        who = who.where(profiles.c.role == audience.role)
-    elif not audience.everyone:
+        kind, bound = "role", {"role": audience.role}
+    elif audience.everyone:
+        kind, bound = "everyone", {}
+    else:
         return 0
+    literals = {
+        "type": draft.type,
+        "title": draft.title,
+        "message": draft.message,
+        "data": draft.data,
+        "link": draft.link,
+        "priority": draft.priority,
+        "now": now,
+    }
+    if conn.dialect.name == "postgresql":
+        text = sa.text(_PG_FAN_OUT.format(who=_AUDIENCES[kind])).bindparams(
+            sa.bindparam("data", type_=notifications.c.data.type),
+            sa.bindparam("link", type_=sa.Text),
+            sa.bindparam("now", type_=notifications.c.created_at.type),
+        )
+        result = conn.execute(text.execution_options(preserve_rowcount=True), literals | bound)
+        return result.rowcount
+    who = sa.select(profiles.c.id).order_by(profiles.c.id)
+    if kind == "user_ids":
+        who = who.where(profiles.c.id.in_(bound["user_ids"]))
+    elif kind == "role":
+        who = who.where(profiles.c.role == bound["role"])
     values = who.add_columns(
         sa.literal(draft.type),
         sa.literal(draft.title),

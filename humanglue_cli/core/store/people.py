@@ -38,12 +38,21 @@ def _by_email(conn: sa.Connection, emails: Sequence[str]) -> dict[str, Person]:
         BadInput: an email that matches several profiles once case is ignored (named).
     """
     wanted = list(dict.fromkeys(check_utf8(e.strip(), "email") for e in emails))
-    lowered = {e.lower() for e in wanted}
-    rows = conn.execute(sa.select(profiles).where(sa.func.lower(P.email).in_(lowered))).all()
+    # The exact ones first, through the emails' unique index; only the rest by lower(email),
+    # which reads every profile (no index on the platform's table holds it): 20–70 ms at
+    # 100,000 people, paid by every command that names its user.
+    exact: dict[str, list[Any]] = {}
+    for row in conn.execute(sa.select(profiles).where(P.email.in_(wanted))):
+        exact.setdefault(row.email, []).append(row)
+    lowered = {e.lower() for e in wanted if e not in exact}
+    rows = (
+        conn.execute(sa.select(profiles).where(sa.func.lower(P.email).in_(lowered))).all()
+        if lowered
+        else []
+    )
     found: dict[str, Person] = {}
     for email in wanted:
-        exact = [r for r in rows if r.email == email]
-        candidates = exact or [r for r in rows if r.email.lower() == email.lower()]
+        candidates = exact.get(email) or [r for r in rows if r.email.lower() == email.lower()]
         if not candidates:
             raise NotFound(f"no such user: {shown(email)}")
         if len(candidates) > 1:
