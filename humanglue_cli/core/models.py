@@ -255,13 +255,17 @@ _jsonb_text = sa.DDL(JSONB_TEXT)  # type: ignore[no-untyped-call]
 sa.event.listen(notifications, "before_create", _jsonb_text.execute_if(dialect="postgresql"))
 
 # `notifications list --course`, alone or with other filters (migration 0012): the person's rows
-# of one course newest first; the other filters are checked on those rows.
+# of one course newest first; the other filters are checked on those rows. Only rows about a
+# course: `send --all`'s announcements (about none) do not pay for it.
+_has_course = course_of(notifications.c.data).is_not(None)
 sa.Index(
     "ix_notifications_user_course",
     notifications.c.user_id,
     course_of(notifications.c.data),
     notifications.c.created_at,
     notifications.c.id,
+    postgresql_where=_has_course,
+    sqlite_where=_has_course,
 )
 
 student_presence = sa.Table(
