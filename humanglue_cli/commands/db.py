@@ -73,6 +73,12 @@ _PHRASES = {  # (done, planned)
         "left an index on a large platform table to you (without blocking its writes): {}",
         "would leave an index on a large platform table to you (without blocking its writes): {}",
     ),
+    "function-plain": (
+        "not a superuser: the people's `list --course` cannot use its index until a superuser "
+        "runs: {}",
+        "not a superuser: the people's `list --course` could not use its index until a "
+        "superuser runs: {}",
+    ),
     "policies": (
         "added row-level security for HumanGlue's people to table {}",
         "would add row-level security for HumanGlue's people to table {}",

@@ -41,9 +41,18 @@ log = logging.getLogger("humanglue.migrate")
 # What a migration did, for `db upgrade` to report: ("created", table), ("adopted", table) — a
 # platform table that existed and was checked —, ("triggers", table), ("column", "table.column"),
 # ("policies", table) — row-level security —, ("roles", prefix), ("view", name),
-# ("index-deferred", the CREATE INDEX CONCURRENTLY statement an operator is to run).
+# ("index-deferred", the CREATE INDEX CONCURRENTLY statement an operator is to run),
+# ("function-plain", the statement a superuser is to run: migration 0012).
 NoteKind = Literal[
-    "created", "adopted", "triggers", "column", "policies", "roles", "view", "index-deferred"
+    "created",
+    "adopted",
+    "triggers",
+    "column",
+    "policies",
+    "roles",
+    "view",
+    "index-deferred",
+    "function-plain",
 ]
 Note = tuple[NoteKind, str]
 

@@ -13,7 +13,7 @@ Only the functions change (CREATE OR REPLACE): the triggers that call them, and 
 already there, stay as they are. What a statement adds is the same rows as before.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-27
 """
 
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -21,7 +21,7 @@ from humanglue_cli.core import db
 from humanglue_cli.core.domain import NOTIFICATION_TYPES, Audience, Draft, Notification
 from humanglue_cli.core.errors import BadInput, NotFound, check_range
 from humanglue_cli.core.ids import canonical, references
-from humanglue_cli.core.models import notifications, profiles, unread_counts
+from humanglue_cli.core.models import course_of, notifications, profiles, unread_counts
 from humanglue_cli.core.text import shown
 
 N = notifications.c
@@ -77,7 +77,7 @@ class Filters:
         if self.types:
             conds.append(N.type.in_(self.types))
         if self.course_id:
-            conds.append(N.data["course_id"].as_string() == self.course_id)
+            conds.append(course_of(N.data) == self.course_id)
         if self.since:
             conds.append(N.created_at >= self.since)
         if self.until:
