@@ -60,16 +60,6 @@ MODES = {
 }
 
 
-def reset(engine: sa.Engine) -> None:
-    with engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "TRUNCATE enrollments, course_reviews, payments, course_questions, "
-                "notifications, hg_ledger, hg_events, hg_activity"
-            )
-        )
-
-
 def scalar(engine: sa.Engine, sql: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text(sql)).scalar_one())
@@ -199,6 +189,29 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def measure(mode: str, rnd: int, args: argparse.Namespace, log: Path) -> tuple[dict[str, Any], int]:
+    """One sample of `mode` in a new database: the school, the tails, the platform's rows, the
+    worker draining them; and how many notifications it made."""
+    with fresh_database("postgres") as url:
+        subprocess.run([CLI, "db", "upgrade"], env=cli_env(url), check=True, capture_output=True)
+        engine = sa.create_engine(url)
+        build_school(engine)
+        tails = start_tails(url, args.tails)
+        try:
+            platform_writes(engine, args.events, seed=rnd)
+            before = children_cpu()
+            sample = run_mode(mode, url, engine, tails, args.redis_url, log)
+            if mode.startswith("burst"):  # its CPU, from the children's rusage
+                used = children_cpu() - before
+                sample["cpu"]["worker"] = used / sample["seconds"] * 100
+            return sample, scalar(engine, "SELECT count(*) FROM notifications")
+        finally:
+            for tail in tails:
+                stop_process(tail.proc)
+            engine.dispose()
+            dispose_engines()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -216,39 +229,24 @@ def main() -> None:
     notifications: dict[str, int] = {}
     if "celery" in modes:
         redis.Redis.from_url(args.redis_url).flushdb()
-    with fresh_database("postgres") as url:
-        subprocess.run([CLI, "db", "upgrade"], env=cli_env(url), check=True, capture_output=True)
-        engine = sa.create_engine(url)
-        build_school(engine)
-        tails = start_tails(url, args.tails)
-        log = Path(f"/tmp/hgbench_worker_{time.time_ns()}.log")
-        try:
-            for rnd in range(args.runs):
-                for mode in modes:
-                    reset(engine)
-                    platform_writes(engine, args.events, seed=rnd)
-                    for tail in tails:
-                        tail.lines.clear()
-                    before = children_cpu()
-                    sample = run_mode(mode, url, engine, tails, args.redis_url, log)
-                    if mode.startswith("burst"):  # its CPU, from the children's rusage
-                        used = children_cpu() - before
-                        sample["cpu"]["worker"] = used / sample["seconds"] * 100
-                    notifications[mode] = scalar(engine, "SELECT count(*) FROM notifications")
-                    samples[mode].append(sample)
-                    rate = args.events / sample["seconds"]
-                    print(
-                        f"  round {rnd + 1} {MODES[mode]}: {sample['seconds']:.2f} s, "
-                        f"{rate:,.0f} events/s",
-                        flush=True,
-                    )
-        finally:
-            for tail in tails:
-                stop_process(tail.proc)
-            engine.dispose()
-            dispose_engines()
-            if "celery" in modes:
-                redis.Redis.from_url(args.redis_url).flushdb()
+    # Each sample in a database of its own: one drained before in the same database (TRUNCATEd,
+    # but with this server's autovacuum off) made the next mode 10-25% slower, whichever it was.
+    log = Path(f"/tmp/hgbench_worker_{time.time_ns()}.log")
+    try:
+        for rnd in range(args.runs):
+            for mode in modes:
+                sample, made = measure(mode, rnd, args, log)
+                samples[mode].append(sample)
+                notifications[mode] = made
+                rate = args.events / sample["seconds"]
+                print(
+                    f"  round {rnd + 1} {MODES[mode]}: {sample['seconds']:.2f} s, "
+                    f"{rate:,.0f} events/s",
+                    flush=True,
+                )
+    finally:
+        if "celery" in modes:
+            redis.Redis.from_url(args.redis_url).flushdb()
     rows, summary = [], {}
     for mode in modes:
         seconds = median([s["seconds"] for s in samples[mode]])
