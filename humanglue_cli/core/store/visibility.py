@@ -312,10 +312,12 @@ def read_pushed(
     (`pushed_query`); and whether its `recent` held."""
     assert position.key is None, "a start in the past is read by read_since"
     params = {"xmax": position.mark.xmax, "xip": list(position.mark.xip)}
-    rows = conn.execute(query, params).all()
-    head = rows[0]
+    result = conn.execute(query, params)
+    head = result.fetchone()  # the mark's one row, joined to the first of the rows, if any
+    assert head is not None
     mark = Mark(int(head.xmax), tuple(int(x) for x in head.xip))
-    fresh = [row_to_notification(r) for r in rows if r.id is not None]
+    fresh = [] if head.id is None else [row_to_notification(head)]
+    fresh += (row_to_notification(r) for r in result)  # not all rows at once, then all again
     done = set(position.done)
     found = sorted((n for n in fresh if n.id not in done), key=lambda n: (n.created_at, n.id))
     return Reading(found, {n.id for n in fresh}, Position(mark)), bool(head.recent)
