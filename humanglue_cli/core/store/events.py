@@ -181,8 +181,7 @@ def lock_claimed(conn: sa.Connection, claimed: Sequence[Event]) -> list[Event]:
     if not claimed:
         return []
     query = _hot(conn.dialect.name).lock
-    mine = {(row.id, row.attempts) for row in conn.execute(query, {"ids": [e.id for e in claimed]})}
-    return [e for e in claimed if (e.id, e.attempts) in mine]
+    return _still_mine(claimed, conn.execute(query, {"ids": [e.id for e in claimed]}).all())
 
 
 def begin_processing(
@@ -197,25 +196,25 @@ def begin_processing(
     """
     if not claimed:
         return [], None
-    rows = conn.execute(
-        _LOCK_AT, {"ids": [e.id for e in claimed], "lock_timeout": lock_timeout}
-    ).all()
-    mine = {(row.id, row.attempts) for row in rows}
-    return [e for e in claimed if (e.id, e.attempts) in mine], rows[0].now if rows else None
+    params = {"ids": [e.id for e in claimed], "lock_timeout": lock_timeout}
+    rows = conn.execute(_lock_at(), params).all()
+    return _still_mine(claimed, rows), rows[0].now if rows else None
 
 
-_LOCK_AT = (
-    sa.select(E.id, E.attempts, sa.type_coerce(sa.func.now(), UTCDateTime()).label("now"))
-    .where(
-        db.any_of("postgresql", E.id, "ids"),
-        E.status == "pending",
-        sa.select(sa.func.set_config("lock_timeout", sa.bindparam("lock_timeout"), True))
-        .scalar_subquery()
-        .is_not(None),
+def _still_mine(claimed: Sequence[Event], locked: Sequence[sa.Row[Any]]) -> list[Event]:
+    mine = {(row.id, row.attempts) for row in locked}
+    return [e for e in claimed if (e.id, e.attempts) in mine]
+
+
+@functools.cache
+def _lock_at() -> sa.Select[Any]:
+    """`_hot`'s lock on PostgreSQL, with the lock timeout set first and the database's time."""
+    setting = sa.select(sa.func.set_config("lock_timeout", sa.bindparam("lock_timeout"), True))
+    return (
+        _hot("postgresql")
+        .lock.add_columns(sa.type_coerce(sa.func.now(), UTCDateTime()).label("now"))
+        .where(setting.scalar_subquery().is_not(None))
     )
-    .order_by(E.id)
-    .with_for_update()
-)
 
 
 def finish(conn: sa.Connection, event_ids: Iterable[int]) -> None:
