@@ -202,11 +202,14 @@ def test_a_minute_without_the_database_is_caught_up_once(
 
 
 def waiting_on_a_lock(site: Site) -> bool:
+    """Whether a statement of ours waits on a lock. At least one, not exactly one: a Celery
+    worker's watch and its poller probe the outbox each on a connection of its own, and both
+    may be waiting by the time we look."""
     rows = site.sql(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'humanglue'"
         " AND wait_event_type = 'Lock'"
     )
-    return int(rows[0][0]) == 1
+    return int(rows[0][0]) >= 1
 
 
 @pytest.mark.slow

@@ -163,7 +163,11 @@ def test_two_workers_process_300_events_exactly_once(site: Site, workers: list[W
     stream(site, 300)
     wait_until(lambda: all_notified(site, 300), timeout=RECOVERY)
     assert_exactly_once(site, 300)
-    assert all("processed" in w.log for w in workers)  # both took part
+    if site.backend == "postgres":  # both took part: they claim side by side (SKIP LOCKED)
+        assert all("processed" in w.log for w in workers)
+    # SQLite has one writer, and its busy handler is no queue: the worker that commits a batch
+    # may begin its next before the other's retry comes round, and so take every batch. Who
+    # takes part is chance there; that nothing is lost or doubled is not.
 
 
 def test_sigkill_mid_stream_loses_and_doubles_nothing(site: Site, workers: list[Worker]) -> None:
