@@ -122,6 +122,8 @@ class PollLoop:
             self.due, self.due_since, self.sent = due, now, now - REDISPATCH + grace
         if due is None:
             return self.interval
+        if self.broker.failing and now >= self.broker_retry_at:
+            self._wake(now)  # it may be back: then this work is its consumers' again
         if self.broker.failing:  # no one can be woken: do the work here, try the broker later
             self._drain_here(now, tasks, "the broker does not answer")
         elif now - self.due_since >= STALL:
