@@ -143,13 +143,13 @@ def test_an_insert_that_times_out_is_run_three_times_not_once_per_halving(pg_sit
     # Given a statement_timeout, and a course whose notifications' insert always outlasts it
     # (each try counted in a sequence: a timeout rolls back everything but sequences)
     name = sa.make_url(site.url).database
-    site.sql(f"ALTER DATABASE \"{name}\" SET statement_timeout = '300ms'")
+    site.sql(f"ALTER DATABASE \"{name}\" SET statement_timeout = '1s'")
     site.engine.dispose()  # new connections take the setting
     site.sql("CREATE SEQUENCE poison_tries")
     site.sql(
         "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
         "IF NEW.title LIKE '%Poison%' THEN PERFORM nextval('poison_tries'); "
-        "PERFORM pg_sleep(2); END IF; RETURN NEW; END $$"
+        "PERFORM pg_sleep(3); END IF; RETURN NEW; END $$"
     )
     site.sql(
         "CREATE TRIGGER slow BEFORE INSERT ON notifications FOR EACH ROW EXECUTE FUNCTION slow()"
@@ -411,7 +411,7 @@ def test_a_platform_lock_held_20s_delays_nobody_else(pg_site: Site) -> None:
 
         holder = threading.Thread(target=platform, daemon=True)
         holder.start()
-        locked.wait(5)
+        assert locked.wait(30)
         site.enroll(course=site.people["other_course"])  # for cy: waits for the lock
         slowest = 0.0
         deadline = time.monotonic() + 18

@@ -24,7 +24,7 @@ from humanglue_cli.core import refresh
 from humanglue_cli.core.db import sqlite_path
 from humanglue_cli.core.store import presence as store
 from tests import test_tail
-from tests.helpers import Site, email
+from tests.helpers import CLI, Site, email
 from tests.test_live import workshop
 from tests.test_security import grant, on_login, raw, refused
 
@@ -209,7 +209,7 @@ def test_follow_idle_timeout_and_a_closed_pipe_exit_cleanly(site: Site) -> None:
     )
     assert [json.loads(line)["event"] for line in proc.stdout.splitlines()] == ["join"]
     shell = subprocess.run(
-        f"humanglue presence list --course {course} --follow --json | head -n 1",
+        f"'{CLI}' presence list --course {course} --follow --json | head -n 1",  # ours, not PATH's
         shell=True,
         env=site.env(email("ada")),
         capture_output=True,
@@ -233,6 +233,7 @@ def test_redraws_at_most_four_times_a_second() -> None:
     draws: list[float] = []
     stop = threading.Event()
     threading.Timer(1.5, stop.set).start()
+    began = time.monotonic()
     emitted = refresh.run(
         lambda: next(ticks),
         lambda before, after: [after],
@@ -242,8 +243,9 @@ def test_redraws_at_most_four_times_a_second() -> None:
         every=0.01,
     )
     # Then every event is emitted, but the view is drawn at most 4 times a second
+    elapsed = time.monotonic() - began  # 1.5 s, or more if the timer fired late
     assert emitted > 50
-    assert 4 <= len(draws) <= 7
+    assert 4 <= len(draws) <= 1 + elapsed / 0.25
     assert all(b - a >= 0.24 for a, b in zip(draws, draws[1:], strict=False))
 
 

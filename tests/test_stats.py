@@ -358,7 +358,9 @@ def test_follow_redraws_at_most_four_times_a_second(site: Site) -> None:
     assert writes > 50 and last["enrollments_active"] == 1 + writes  # the final figures
     assert 4 <= len(stamps) <= 4 * 3.5  # redrawn while it changed, never above 4 a second
     gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
-    assert min(gaps) > 0.2, gaps
+    # Stamped by our reader thread, which the writing loop may hold up now and then: a late
+    # stamp shortens the gap after it. An unthrottled follower draws once per write (> 50).
+    assert min(gaps) > 0.1, gaps
 
 
 def test_follow_into_head_ends_cleanly(site: Site) -> None:
