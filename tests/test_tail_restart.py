@@ -112,3 +112,40 @@ def test_a_tail_comes_back_after_its_server_restarts(
         assert tail.stop() == 0
     finally:
         site.close()
+
+
+def test_an_activity_feed_comes_back_after_its_server_restarts(
+    server: PrivateServer, tmp_path: Path, tails: list[Tail]
+) -> None:
+    """`activity --follow` reads each wake-up in one statement on a connection of its own
+    (as a tail does); when its server restarts, that connection is replaced, and what happened
+    meanwhile arrives once."""
+    from humanglue_cli.core import pipeline
+    from tests.test_live import Activity, happen
+
+    site = Site.create(server.url, tmp_path, "postgres")
+    try:
+        follower = Activity(site, tails, "-n", "0").ready()
+        happen(site)
+        pipeline.drain(site.engine)
+        first = sorted(follower.next()["kind"] for _ in range(6))
+        polls = site.sql(
+            "SELECT state, query FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND query LIKE '%pg_current_snapshot() AS s%'"
+        )
+        assert [(r.state, "hg_activity" in r.query and "LATERAL" in r.query) for r in polls] == [
+            ("idle", True)
+        ]
+        site.engine.dispose()
+        server.stop()
+        wait_until(lambda: follower.said("database unavailable"), timeout=30)
+        assert follower.proc.poll() is None, "it waits for the database rather than exiting"
+        server.start()
+        happen(site, "sam")
+        pipeline.drain(site.engine)
+        assert sorted(follower.next(timeout=30)["kind"] for _ in range(6)) == first
+        follower.nothing_more(within=1.0)
+        assert follower.said("reachable again") and follower.said("of activity meanwhile")
+        assert follower.stop() == 0 and not follower.said("Traceback"), follower.errors
+    finally:
+        site.close()

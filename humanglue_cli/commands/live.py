@@ -102,6 +102,7 @@ def activity(
             on_status=status,
             on_ready=ready if follow else None,
             listener=listener,
+            session=rt.session if follow and rt.engine.dialect.name == "postgresql" else None,
         )
         if not follow:
             found = list(items)[: max_count or None]

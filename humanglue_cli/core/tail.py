@@ -87,6 +87,76 @@ def patiently(
     return None
 
 
+class _Pace:
+    """A follower's rhythm between reads: sleep until a commit wakes its listener (or the
+    timer for a lost wake-up: PUSHED_INTERVAL; polling at the backend's interval while no
+    listener is armed), then read — patiently, through outages — until `stop`, or until
+    `idle_timeout` seconds have passed with nothing delivered."""
+
+    def __init__(
+        self,
+        read: Reader,
+        stop: threading.Event,
+        listener: Listener | None,
+        idle_timeout: float | None,
+        on_status: Callable[[str], None],
+    ) -> None:
+        self.read, self.stop, self.listener = read, stop, listener
+        self.idle_timeout, self.on_status = idle_timeout, on_status
+        self.interval: float | None = None
+        self.quiet_since = time.monotonic()
+
+    def delivered(self) -> None:
+        self.quiet_since = time.monotonic()
+
+    def next(self, poll: Callable[[], T]) -> tuple[T, bool] | None:
+        """`poll()` once it is time, and whether it succeeded after an outage; None when the
+        follower is to end (stopped, or idle for `idle_timeout`)."""
+        idle = self.idle_timeout
+        if idle is not None and time.monotonic() - self.quiet_since >= idle:
+            return None
+        if self.interval is None:
+            self.interval = _interval(self.read)
+        armed = self.listener is not None and self.listener.armed
+        wait = PUSHED_INTERVAL if armed else self.interval
+        if idle is not None:
+            wait = max(0.0, min(wait, idle - (time.monotonic() - self.quiet_since)))
+        if self.listener is not None:
+            self.listener.wait(wait)
+        else:
+            self.stop.wait(wait)
+        if self.stop.is_set():
+            return None
+        recovered = threading.Event()
+        polled = patiently(poll, self.stop, self.on_status, recovered.set)
+        return None if polled is None else (polled, recovered.is_set())
+
+
+class _Session:
+    """A follower's own connection (PostgreSQL: `Runtime.session`), opened when first used
+    and replaced after any failure."""
+
+    def __init__(self, open_: Callable[[], sa.Connection]) -> None:
+        self.open = open_
+        self.conn: sa.Connection | None = None
+
+    def run(self, work: Callable[[sa.Connection], T]) -> T:
+        try:
+            if self.conn is None:
+                self.conn = self.open()
+            with db.wrap_errors(self.conn.engine):
+                return work(self.conn)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = None
+
+
 @dataclass(frozen=True)
 class Start:
     """Where a tail starts: resume from `position`; else the notifications after `after`, or
@@ -144,21 +214,12 @@ def follow(
             )
             return position, Reading(rows)
 
-    own: sa.Connection | None = None  # `session`'s, once opened
+    own = None if session is None else _Session(session)
     pushed = None if session is None else _pushed_query(user_id, filters, broadcasts)
 
     def poll_pushed(position: Position) -> tuple[Reading, list[Broadcast], Mark | None]:
-        nonlocal own
-        assert session is not None and pushed is not None
-        try:
-            if own is None:
-                own = session()
-            with db.wrap_errors(own.engine):
-                reading, recent = read_pushed(own, pushed, position)
-        except BaseException:
-            _close(own)
-            own = None
-            raise
+        assert own is not None and pushed is not None
+        reading, recent = own.run(lambda conn: read_pushed(conn, pushed, position))
         if broadcasts is None or heard is None:
             return reading, [], heard
         if not recent:  # none younger than TTL in that snapshot: nothing to show before it
@@ -192,55 +253,34 @@ def follow(
         position, reading = begun
         if on_ready is not None:
             on_ready()
-        interval: float | None = None
-        quiet_since = time.monotonic()
+        pace = _Pace(read, stop, listener, idle_timeout, on_status)
         while True:
             for n in reading.rows:
                 position = position.after_delivering(n, n.id in reading.new)
-                quiet_since = time.monotonic()
+                pace.delivered()
                 yield n, position
             if reading.next is not None:
                 position = reading.next
             if not live:
                 return
-            if idle_timeout is not None and time.monotonic() - quiet_since >= idle_timeout:
-                return
-            if interval is None:
-                interval = _interval(read)
-            armed = listener is not None and listener.armed
-            wait = PUSHED_INTERVAL if armed else interval
-            if idle_timeout is not None:
-                wait = max(0.0, min(wait, idle_timeout - (time.monotonic() - quiet_since)))
-            if listener is not None:
-                listener.wait(wait)
-            else:
-                stop.wait(wait)
-            if stop.is_set():
-                return
-            recovered = threading.Event()
-            polled = patiently(functools.partial(poll, position), stop, on_status, recovered.set)
+            polled = pace.next(functools.partial(poll, position))
             if polled is None:
                 return
-            reading, news, heard = polled
+            (reading, news, heard), recovered = polled
             for b in news:
-                quiet_since = time.monotonic()
+                pace.delivered()
                 yield b, position
-            if recovered.is_set():
+            if recovered:
                 count = len(reading.rows)
                 on_status(f"caught up: {count} notification{'s' * (count != 1)} arrived meanwhile")
 
     finally:
-        _close(own)
+        if own is not None:
+            own.close()
 
 
 def _pushed_query(user_id: str, filters: Filters, broadcasts: Scope | None) -> sa.Select[Any]:
     return pushed_query(user_id, filters, None if broadcasts is None else ephemeral.RECENT)
-
-
-def _close(conn: sa.Connection | None) -> None:
-    if conn is not None:
-        with contextlib.suppress(Exception):
-            conn.close()
 
 
 def _interval(read: Reader) -> float:
@@ -260,53 +300,48 @@ def follow_activity(
     on_status: Callable[[str], None] = _quiet,
     on_ready: Callable[[], None] | None = None,
     listener: Listener | None = None,
+    session: Callable[[], sa.Connection] | None = None,
 ) -> Iterator[Item]:
     """The activity feed of `scope`: the `last` entries (or those from `since`), oldest first,
     then — `live` — each entry as it becomes visible, exactly once, as `follow` reads
-    notifications (a worker's batch wakes the listener once)."""
+    notifications (a worker's batch wakes the listener once; with a `session`, each read is
+    one statement on it)."""
     if live and listener is not None:
         listener.start()
+    own = None if session is None else _Session(session)
+    pushed = None if session is None else journal.pushed_query(scope)
 
     def begin() -> tuple[Mark, list[Item]]:
         with read() as conn:
             return journal.latest(conn, scope, last, since)
 
     def poll(mark: Mark) -> tuple[Mark, list[Item]]:
+        if own is not None and pushed is not None:
+            return own.run(lambda conn: journal.read_pushed(conn, pushed, mark))
         with read() as conn:
             return journal.since(conn, scope, mark)
 
-    begun = patiently(begin, stop, on_status) if live else begin()
-    if begun is None:
-        return
-    mark, items = begun
-    if on_ready is not None:
-        on_ready()
-    interval: float | None = None
-    quiet_since = time.monotonic()
-    while True:
-        for item in items:
-            quiet_since = time.monotonic()
-            yield item
-        if not live:
+    try:
+        begun = patiently(begin, stop, on_status) if live else begin()
+        if begun is None:
             return
-        if idle_timeout is not None and time.monotonic() - quiet_since >= idle_timeout:
-            return
-        if interval is None:
-            interval = _interval(read)
-        wait = PUSHED_INTERVAL if listener is not None and listener.armed else interval
-        if idle_timeout is not None:
-            wait = max(0.0, min(wait, idle_timeout - (time.monotonic() - quiet_since)))
-        if listener is not None:
-            listener.wait(wait)
-        else:
-            stop.wait(wait)
-        if stop.is_set():
-            return
-        recovered = threading.Event()
-        polled = patiently(functools.partial(poll, mark), stop, on_status, recovered.set)
-        if polled is None:
-            return
-        mark, items = polled
-        if recovered.is_set():
-            count = len(items)
-            on_status(f"caught up: {count} item{'s' * (count != 1)} of activity meanwhile")
+        mark, items = begun
+        if on_ready is not None:
+            on_ready()
+        pace = _Pace(read, stop, listener, idle_timeout, on_status)
+        while True:
+            for item in items:
+                pace.delivered()
+                yield item
+            if not live:
+                return
+            polled = pace.next(functools.partial(poll, mark))
+            if polled is None:
+                return
+            (mark, items), recovered = polled
+            if recovered:
+                count = len(items)
+                on_status(f"caught up: {count} item{'s' * (count != 1)} of activity meanwhile")
+    finally:
+        if own is not None:
+            own.close()

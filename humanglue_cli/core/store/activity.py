@@ -15,7 +15,14 @@ import sqlalchemy as sa
 
 from humanglue_cli.core.activity import Entry, Item, Scope
 from humanglue_cli.core.models import activity, course_instructors, courses, profiles, workshops
-from humanglue_cli.core.store.visibility import Mark, journal_mark, journal_new
+from humanglue_cli.core.store.visibility import (
+    Mark,
+    became_visible,
+    journal_mark,
+    journal_new,
+    marked,
+    read_marked,
+)
 
 A = activity.c
 
@@ -162,6 +169,19 @@ def since(conn: sa.Connection, scope: Scope, mark: Mark) -> tuple[Mark, list[Ite
     query = _query().where(within(activity, scope), journal_new(conn, activity, mark))
     rows = [_item(r) for r in conn.execute(query)]
     return following, sorted(rows, key=lambda i: (i.at, i.id))
+
+
+def pushed_query(scope: Scope) -> sa.Select[Any]:
+    """PostgreSQL: `since` as one statement (store/visibility.marked), built once per follower
+    and run by `read_pushed` on an autocommit connection."""
+    return marked(_query().where(within(activity, scope), became_visible(A.commit_seq)))
+
+
+def read_pushed(conn: sa.Connection, query: sa.Select[Any], mark: Mark) -> tuple[Mark, list[Item]]:
+    """`since` in one round trip: the entries that became visible since `mark`, oldest first,
+    and the next mark."""
+    following, _, rows = read_marked(conn, query, mark)
+    return following, sorted((_item(r) for r in rows), key=lambda i: (i.at, i.id))
 
 
 def expired(before: datetime) -> sa.ColumnElement[bool]:

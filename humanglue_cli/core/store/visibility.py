@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -276,13 +277,21 @@ def read_since(
 # on every worker batch: at 500 events/s, ten round trips a poll were most of a tail's time.
 
 
-def pushed_query(
-    user_id: str, filters: Filters, recent: sa.ColumnElement[bool] | None = None
-) -> sa.Select[Any]:
-    """The statement of `read_pushed` for `user_id` and `filters`, built once per follower:
-    the snapshot's mark, whether `recent` holds in it (e.g. a broadcast younger than its TTL),
-    and the rows that became visible since the mark given as `xmax` and `xip` (none: one row of
-    NULLs after the mark)."""
+def became_visible(seq: sa.ColumnElement[int]) -> sa.ColumnElement[bool]:
+    """The rows whose `seq` became visible since the mark given at run time as the bind
+    parameters `xmax` and `xip` (`read_marked`)."""
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return sa.or_(
+        seq >= sa.bindparam("xmax", type_=sa.BigInteger),
+        seq == sa.any_(sa.bindparam("xip", type_=ARRAY(sa.BigInteger))),
+    )
+
+
+def marked(rows: sa.Select[Any], recent: sa.ColumnElement[bool] | None = None) -> sa.Select[Any]:
+    """One statement: the snapshot's mark, whether `recent` holds in it (e.g. a broadcast
+    younger than its TTL), and `rows` (which select what `became_visible`), each joined to the
+    mark; none: one row of NULLs after the mark. `rows` must have an `id` that is never NULL."""
     from sqlalchemy.dialects.postgresql import ARRAY
 
     mark = (
@@ -297,12 +306,29 @@ def pushed_query(
         .select_from(sa.func.pg_current_snapshot().alias("s"))
         .subquery("m")
     )
-    new = sa.or_(
-        N.commit_seq >= sa.bindparam("xmax", type_=sa.BigInteger),
-        N.commit_seq == sa.any_(sa.bindparam("xip", type_=ARRAY(sa.BigInteger))),
-    )
-    rows = sa.select(notifications).where(*filters.where(user_id), new).lateral("n")
-    return sa.select(mark, rows).select_from(mark.outerjoin(rows, sa.true()))
+    lateral = rows.lateral("n")
+    return sa.select(mark, lateral).select_from(mark.outerjoin(lateral, sa.true()))
+
+
+def read_marked(
+    conn: sa.Connection, query: sa.Select[Any], mark: Mark
+) -> tuple[Mark, bool, Iterator[sa.Row[Any]]]:
+    """Run a `marked` query on an autocommit connection for what became visible since `mark`:
+    the next mark, whether its `recent` held, and the rows — streamed, not all held at once."""
+    result = conn.execute(query, {"xmax": mark.xmax, "xip": list(mark.xip)})
+    head = result.fetchone()  # the mark's one row, joined to the first of the rows, if any
+    assert head is not None
+    following = Mark(int(head.xmax), tuple(int(x) for x in head.xip))
+    rows = iter(result) if head.id is None else itertools.chain((head,), result)
+    return following, bool(head.recent), rows
+
+
+def pushed_query(
+    user_id: str, filters: Filters, recent: sa.ColumnElement[bool] | None = None
+) -> sa.Select[Any]:
+    """The statement of `read_pushed` for `user_id` and `filters`, built once per follower."""
+    rows = sa.select(notifications).where(*filters.where(user_id), became_visible(N.commit_seq))
+    return marked(rows, recent)
 
 
 def read_pushed(
@@ -311,13 +337,8 @@ def read_pushed(
     """`read_since` for a position without a key, in one statement on an autocommit connection
     (`pushed_query`); and whether its `recent` held."""
     assert position.key is None, "a start in the past is read by read_since"
-    params = {"xmax": position.mark.xmax, "xip": list(position.mark.xip)}
-    result = conn.execute(query, params)
-    head = result.fetchone()  # the mark's one row, joined to the first of the rows, if any
-    assert head is not None
-    mark = Mark(int(head.xmax), tuple(int(x) for x in head.xip))
-    fresh = [] if head.id is None else [row_to_notification(head)]
-    fresh += (row_to_notification(r) for r in result)  # not all rows at once, then all again
+    mark, recent, rows = read_marked(conn, query, position.mark)
+    fresh = [row_to_notification(r) for r in rows]  # not all rows at once, then all again
     done = set(position.done)
     found = sorted((n for n in fresh if n.id not in done), key=lambda n: (n.created_at, n.id))
-    return Reading(found, {n.id for n in fresh}, Position(mark)), bool(head.recent)
+    return Reading(found, {n.id for n in fresh}, Position(mark)), recent
