@@ -19,8 +19,14 @@
     per 100,000 lines) over the reports after the first, "flat" meaning under 1 MiB per
     100,000. A tail holds one read's rows at a time, so its level follows --batch.
 
+(c) Backlog. `humanglue notifications tail --json --no-follow --since 2000-01-01` over --lines
+    rows already in one student's inbox (a start in the past, as `--after` and a cursor file
+    mid-way read it): seconds until its first line, until its last, lines/s and VmHWM; and
+    `… | head -n 1` as the shell runs it (`--follow`, the default), seconds until it exits.
+    Goal: memory as (b)'s, the first line at once, whatever the backlog's size.
+
     python bench/memory.py [--events 100000] [--lines 1000000] [--batch 20000]
-                           [--parts celery,embedded,tail] [--json-summary PATH]
+                           [--parts celery,embedded,tail,backlog] [--json-summary PATH]
 """
 
 from __future__ import annotations
@@ -354,6 +360,58 @@ def tail_run(lines: int, batch: int) -> dict[str, Any]:
     }
 
 
+def backlog_run(lines: int, batch: int) -> dict[str, Any]:
+    with fresh_database("postgres") as url:
+        engine = school(url, courses=1, students=1)
+        user = scalar_text(engine, "SELECT id FROM profiles WHERE role = 'student'")
+        for first in range(1, lines + 1, batch):
+            with engine.begin() as conn:
+                last = min(first + batch - 1, lines)
+                conn.execute(sa.text(NOTIFY_MANY), {"u": user, "first": first, "last": last})
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE notifications")  # as after a day's writes
+        engine.dispose()
+        env = cli_env(url, HUMANGLUE_USER="student1@example.edu")
+        command = [CLI, "notifications", "tail", "--json", "--since", "2000-01-01"]
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [*command, "--no-follow"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        first_at = 0.0
+        read = 0
+        hwm = 0.0
+        for read, _line in enumerate(proc.stdout, start=1):  # noqa: B007 - counted
+            if read == 1:
+                first_at = time.perf_counter() - started
+            if read % SAMPLE_LINES == 0:
+                hwm = max(hwm, status_kib(proc.pid).get("VmHWM", 0) / 1024)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        hwm = max(hwm, usage.ru_maxrss / 1024)  # KiB on Linux: the whole run's peak
+        shell = " ".join([*command, "| head -n 1"])
+        began = time.perf_counter()
+        head = subprocess.run(
+            ["bash", "-c", shell], env=env, capture_output=True, text=True, timeout=600
+        )
+        head_s = time.perf_counter() - began
+        assert head.returncode == 0 and head.stdout.count("\n") == 1, head.stderr
+    return {
+        "lines": read,
+        "first_line_s": first_at,
+        "all_s": elapsed,
+        "lines_s": read / elapsed,
+        "vmhwm_mib": hwm,
+        "head_exit_s": head_s,
+        "exit": proc.returncode,
+    }
+
+
 def scalar_text(engine: sa.Engine, sql: str) -> str:
     with engine.connect() as conn:
         return str(conn.execute(sa.text(sql)).scalar_one())
@@ -390,7 +448,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=20_000)
-    parser.add_argument("--parts", default="celery,embedded,tail")
+    parser.add_argument("--parts", default="celery,embedded,tail,backlog")
     parser.add_argument("--json-summary", metavar="PATH", help="write the headline figures here")
     args = parser.parse_args()
     parts = args.parts.split(",")
@@ -442,6 +500,22 @@ def main() -> None:
                 flat,
             )
         )
+    if "backlog" in parts:
+        back = backlog_run(args.lines, args.batch)
+        print(f"`notifications tail --json --since 2000-01-01` over {back['lines']:,} rows")
+        table(
+            ["--no-follow: first line s", "all s", "lines/s", "VmHWM MiB", "| head -n 1: exit s"],
+            [
+                [
+                    back["first_line_s"],
+                    back["all_s"],
+                    f"{back['lines_s']:,.0f}",
+                    back["vmhwm_mib"],
+                    back["head_exit_s"],
+                ]
+            ],
+        )
+        summary["backlog"] = back
     write_summary(args.json_summary, goals, **summary)
 
 

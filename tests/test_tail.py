@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -464,3 +465,93 @@ def test_a_position_delivering_from_an_older_one_leaves_the_newer_as_it_was() ->
     assert list(Position.decode(two.encode()).done) == ids[:3]
     assert two.done[-1] == ids[2] and len(two.done) == 3
     assert one.after_delivering(note(ids[3]), new=False).done == one.done
+
+
+def test_a_start_in_the_past_is_read_a_page_at_a_time_and_misses_nothing_meanwhile(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--since` (or `--after`, or a cursor mid-way) reads its rows a page at a time, so that a
+    start years back neither holds them all nor waits for all before the first line. Rows that
+    commit between two pages — one stamped an hour back, before every row of the pages yet to
+    come — are not in those pages (they were not visible at the start's mark): they come with
+    what became visible since, after the last page, each once."""
+    from contextlib import contextmanager
+
+    from humanglue_cli.core import tail as following
+    from humanglue_cli.core.store.notifications import Filters
+
+    monkeypatch.setattr(following, "PAGE", 3)
+    notify_ada(site, 8)  # ada: 8 notifications, pages of 3, 3 and 2
+    before = ada_ids(site)
+
+    @contextmanager
+    def read() -> Iterator[sa.Connection]:
+        with site.engine.connect() as conn:
+            if site.backend == "postgres":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    reads = 0
+
+    @contextmanager
+    def counted() -> Iterator[sa.Connection]:
+        nonlocal reads
+        reads += 1
+        with read() as conn:
+            yield conn
+
+    start = following.Start(since=datetime.now(UTC) - timedelta(days=1))
+    arrivals = following.follow(
+        counted, site.people["ada"], Filters(), threading.Event(), start=start, live=False
+    )
+    got: list[str] = []
+    late: list[str] = []
+    for n, _position in arrivals:
+        got.append(n.id)
+        if len(got) == 3:  # between the first page and the second
+            late += [insert_late(site, 0), insert_late(site, 3600)]
+    assert got[:6] == before[:6]  # the hour-old row would have come first in any page
+    assert sorted(got[6:]) == sorted(before[6:] + late) and len(got) == len(set(got)) == 10
+    assert reads == 3  # three pages; the last, short, with what became visible since
+
+
+def test_a_tail_since_long_ago_prints_thousands_once_in_order(site: Site) -> None:
+    """Across the pages of a start in the past, as processes: `--since`, then a cursor file
+    taken in the middle of them."""
+    many = 2_500
+    rows = [
+        {
+            "i": new_id(),
+            "u": site.people["ada"],
+            "t": f"n{k}",
+            "s": f"2026-01-01 00:00:{k % 60:02d}",
+        }
+        for k in range(many)
+    ]
+    with site.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO notifications (id, user_id, type, title, message, created_at) "
+                "VALUES (:i, :u, 'review', :t, 'm', :s)"
+            ),
+            rows,
+        )
+    ids = ada_ids(site)
+    assert len(ids) == many
+    proc = site.hg(
+        "notifications", "tail", "--json", "--no-follow", "--since", "2025-12-31",
+        user=email("ada"),
+    )  # fmt: skip
+    assert [json.loads(line)["id"] for line in proc.stdout.splitlines()] == ids
+    cursor = site.home / "tail.cursor"
+    first = site.hg(
+        "notifications", "tail", "--json", "--since", "2025-12-31", "--max-count", "1500",
+        "--cursor-file", str(cursor), user=email("ada"),
+    )  # fmt: skip
+    rest = site.hg(
+        "notifications", "tail", "--json", "--no-follow", "--cursor-file", str(cursor),
+        user=email("ada"),
+    )  # fmt: skip
+    shown = [json.loads(line)["id"] for line in (first.stdout + rest.stdout).splitlines()]
+    assert shown == ids

@@ -37,12 +37,14 @@ from humanglue_cli.core.store import broadcasts as ephemeral
 from humanglue_cli.core.store import notifications as inbox
 from humanglue_cli.core.store.notifications import Filters
 from humanglue_cli.core.store.visibility import (
+    PAGE,
     Mark,
     Position,
     Reading,
     backlog,
     changed_since,
     mark_now,
+    older,
     pushed_query,
     read_pushed,
     read_since,
@@ -207,12 +209,26 @@ def follow(
             if live and broadcasts is not None:
                 heard = ephemeral.mark(conn)
             if start.position is not None:
-                return start.position, read_since(conn, user_id, filters, start.position)
+                return start.position, rest(conn, start.position)
             after = inbox.get(conn, user_id, start.after) if start.after else None
             position, rows = backlog(
-                conn, user_id, filters, last=start.last, since=start.since, after=after
+                conn, user_id, filters, last=start.last, since=start.since, after=after, page=PAGE
             )
-            return position, Reading(rows)
+            paged = start.since is not None or after is not None
+            return position, Reading(rows, more=paged and len(rows) == PAGE)
+
+    def rest(conn: sa.Connection, position: Position) -> Reading:
+        """A page of what is left of a start in the past; after its last, what became visible
+        since the start's mark, at once."""
+        if position.key is not None:
+            page = older(conn, user_id, filters, position, PAGE)
+            if len(page) == PAGE:
+                return Reading(page, more=True)
+        return read_since(conn, user_id, filters, position)
+
+    def read_rest(position: Position) -> Reading:
+        with read() as conn:
+            return rest(conn, position)
 
     own = None if session is None else _Session(session)
     pushed = None if session is None else _pushed_query(user_id, filters, broadcasts)
@@ -261,6 +277,13 @@ def follow(
                 yield n, position
             if reading.next is not None:
                 position = reading.next
+            if reading.more:  # the start's next page, without waiting for a wake-up
+                paged = functools.partial(read_rest, position)
+                more = patiently(paged, stop, on_status) if live else paged()
+                if more is None:
+                    return
+                reading = more
+                continue
             if not live:
                 return
             polled = pace.next(functools.partial(poll, position))

@@ -37,6 +37,7 @@ from humanglue_cli.core.text import shown
 
 N = notifications.c
 SEQ_SETTING = "notification_seq"
+PAGE = 1000  # rows of a start in the past read at a time (`backlog`, `older`)
 _PG_MARK = sa.text(
     "SELECT pg_snapshot_xmax(s)::text::bigint AS xmax,"
     " ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(s) AS x ORDER BY 1) AS xip"
@@ -184,6 +185,25 @@ def journal_new(conn: sa.Connection, table: sa.Table, mark: Mark) -> sa.ColumnEl
     return _new(conn, table.c.commit_seq if postgres else table.c.id, mark)
 
 
+def older(
+    conn: sa.Connection, user_id: str, filters: Filters, position: Position, page: int = PAGE
+) -> list[Notification]:
+    """The next `page` rows of a start in the past: visible at `position`'s mark (those that
+    became visible since come after, as new), after its key, oldest first."""
+    assert position.key is not None, "only a start in the past has older rows"
+    query = (
+        sa.select(notifications)
+        .where(
+            *filters.where(user_id),
+            after_key(position.key),
+            sa.or_(N.commit_seq.is_(None), sa.not_(_since(conn, position.mark))),
+        )
+        .order_by(N.created_at, N.id)
+        .limit(page)
+    )
+    return [row_to_notification(r) for r in conn.execute(query)]
+
+
 def visible_since(
     conn: sa.Connection, user_id: str, filters: Filters, position: Position
 ) -> tuple[list[Notification], set[str]]:
@@ -212,17 +232,21 @@ def backlog(
     last: int = 0,
     since: datetime | None = None,
     after: Notification | None = None,
+    page: int = PAGE,
 ) -> tuple[Position, list[Notification]]:
     """Where a tail starts: the rows it shows first (the `last` ones, those from `since`, or
-    those after `after`), oldest first, all visible now, and the position before the first."""
+    those after `after`), oldest first, all visible now, and the position before the first.
+    Of those from `since` or after `after`, the first `page` only: `older` reads the rest, a
+    page at a time, so that a start years back costs neither the memory of all its rows nor
+    the wait for them before the first line."""
     mark = mark_now(conn)
     query = sa.select(notifications).where(*filters.where(user_id))
     if after is not None:
         key = (after.created_at, after.id)
-        rows = conn.execute(query.where(after_key(key)).order_by(N.created_at, N.id)).all()
-        return Position(mark, key=key), [row_to_notification(r) for r in rows]
+        ordered = query.where(after_key(key)).order_by(N.created_at, N.id).limit(page)
+        return Position(mark, key=key), [row_to_notification(r) for r in conn.execute(ordered)]
     if since is not None:
-        ordered = query.where(N.created_at >= since).order_by(N.created_at, N.id)
+        ordered = query.where(N.created_at >= since).order_by(N.created_at, N.id).limit(page)
         found = [row_to_notification(r) for r in conn.execute(ordered)]
     elif last:
         newest = query.order_by(N.created_at.desc(), N.id.desc()).limit(last)
@@ -254,6 +278,7 @@ class Reading:
     rows: list[Notification] = field(default_factory=list)
     new: set[str] = field(default_factory=set)
     next: Position | None = None
+    more: bool = False  # a full page of a start in the past: read the rest at once (`older`)
 
 
 def read_since(
