@@ -4,6 +4,7 @@ on both backends; on PostgreSQL also through personal logins (row-level security
 from __future__ import annotations
 
 import json
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -151,6 +152,67 @@ def test_the_feed_shows_each_activity_once_in_ones_own_courses_only(site: Site) 
     assert taken.returncode == 4 and "instructors" in taken.stderr
     plain = site.hg("activity", user=email("ada")).stdout.splitlines()
     assert len(plain) == len(items) and "Stu rated it 2/5: “too fast”" in plain[2]
+
+
+def test_since_shows_everything_from_then_on(site: Site) -> None:
+    """`--since` prints every entry from then on, oldest first — not the last 20 of them;
+    `-n` alone, the last N; `--max-count` caps either."""
+    site.enroll_many(30)
+    pipeline.drain(site.engine)
+    since = feed(site, "ada", "--since", "1h")
+    assert len(since) == 30 and [i["at"] for i in since] == sorted(i["at"] for i in since)
+    assert len(feed(site, "ada")) == 20 and len(feed(site, "ada", "-n", "5")) == 5
+    assert feed(site, "ada", "--since", "1h", "--max-count", "7") == since[:7]
+    plain = site.hg("activity", "--since", "1h", user=email("ada"))
+    assert len(plain.stdout.splitlines()) == 30
+    assert feed(site, "ada", "--since", "2999-01-01") == []
+
+
+def test_a_feed_since_long_ago_is_read_a_page_at_a_time_and_misses_nothing_meanwhile(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As a tail's start in the past (tests/test_tail.py): entries journaled between two pages
+    — one stamped an hour back, before every entry of the pages to come — are in none of them
+    and come after the last, each once."""
+    from datetime import UTC, datetime, timedelta
+
+    from humanglue_cli.core import tail as following
+    from humanglue_cli.core.activity import Scope
+
+    monkeypatch.setattr(following, "PAGE", 3)
+    site.enroll_many(8)
+    pipeline.drain(site.engine)
+
+    def journal() -> list[int]:
+        return [int(r.id) for r in site.sql("SELECT id FROM hg_activity ORDER BY at, id")]
+
+    before = journal()
+    reads = test_tail.Reads(site)
+    since = datetime.now(UTC) - timedelta(days=1)
+    items = following.follow_activity(
+        reads, Scope(teacher=site.people["ada"]), threading.Event(), since=since, live=False
+    )
+    got: list[int] = []
+    for item in items:
+        got.append(item.id)
+        if len(got) == 3:  # between the first page and the second
+            hour_ago = (
+                "now() - interval '1 hour'"
+                if site.backend == "postgres"
+                else "datetime('now', '-1 hour')"
+            )
+            site.sql(
+                "INSERT INTO hg_activity (event_id, kind, course_id, data, at) "
+                f"VALUES (987654321, 'enrollment', :c, '{{}}', {hour_ago})",
+                c=site.people["course"],
+            )
+            site.enroll_many(1)
+            pipeline.drain(site.engine)
+    late = sorted(set(journal()) - set(before))
+    assert len(late) == 2
+    assert got[:6] == before[:6]  # the hour-old entry would have come first in any page
+    assert sorted(got[6:]) == sorted(before[6:] + late) and len(got) == len(set(got)) == 10
+    assert reads.count == 3  # three pages; the last, short, with what became visible since
 
 
 def test_following_the_feed_live(site: Site, tails: list[test_tail.Tail]) -> None:

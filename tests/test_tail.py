@@ -3,6 +3,7 @@ outages (through a TCP proxy the test controls, never by stopping the shared ser
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import signal
@@ -102,6 +103,24 @@ def notify_ada(site: Site, count: int = 1) -> None:
     for _ in range(count):
         site.enroll()
     pipeline.drain(site.engine)
+
+
+class Reads:
+    """Runtime.read's way, counted: a read-only transaction in one snapshot (REPEATABLE READ
+    on PostgreSQL)."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.count = 0
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[sa.Connection]:
+        self.count += 1
+        with self.site.engine.connect() as conn:
+            if self.site.backend == "postgres":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
 
 
 def ada_ids(site: Site) -> list[str]:
@@ -475,35 +494,16 @@ def test_a_start_in_the_past_is_read_a_page_at_a_time_and_misses_nothing_meanwhi
     commit between two pages — one stamped an hour back, before every row of the pages yet to
     come — are not in those pages (they were not visible at the start's mark): they come with
     what became visible since, after the last page, each once."""
-    from contextlib import contextmanager
-
     from humanglue_cli.core import tail as following
     from humanglue_cli.core.store.notifications import Filters
 
     monkeypatch.setattr(following, "PAGE", 3)
     notify_ada(site, 8)  # ada: 8 notifications, pages of 3, 3 and 2
     before = ada_ids(site)
-
-    @contextmanager
-    def read() -> Iterator[sa.Connection]:
-        with site.engine.connect() as conn:
-            if site.backend == "postgres":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
-
-    reads = 0
-
-    @contextmanager
-    def counted() -> Iterator[sa.Connection]:
-        nonlocal reads
-        reads += 1
-        with read() as conn:
-            yield conn
-
+    reads = Reads(site)
     start = following.Start(since=datetime.now(UTC) - timedelta(days=1))
     arrivals = following.follow(
-        counted, site.people["ada"], Filters(), threading.Event(), start=start, live=False
+        reads, site.people["ada"], Filters(), threading.Event(), start=start, live=False
     )
     got: list[str] = []
     late: list[str] = []
@@ -513,7 +513,7 @@ def test_a_start_in_the_past_is_read_a_page_at_a_time_and_misses_nothing_meanwhi
             late += [insert_late(site, 0), insert_late(site, 3600)]
     assert got[:6] == before[:6]  # the hour-old row would have come first in any page
     assert sorted(got[6:]) == sorted(before[6:] + late) and len(got) == len(set(got)) == 10
-    assert reads == 3  # three pages; the last, short, with what became visible since
+    assert reads.count == 3  # three pages; the last, short, with what became visible since
 
 
 def test_a_tail_since_long_ago_prints_thousands_once_in_order(site: Site) -> None:

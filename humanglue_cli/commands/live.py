@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import threading
 from typing import TYPE_CHECKING, Annotated
@@ -104,16 +105,20 @@ def activity(
             listener=listener,
             session=rt.session if follow and rt.engine.dialect.name == "postgresql" else None,
         )
-        if not follow:
-            found = list(items)[: max_count or None]
-            if json_out:
-                typer.echo(json.dumps({"items": [i.to_json() for i in found]}))
+        if not follow:  # printed as read: a --since far back is read a page at a time
+            found = itertools.islice(items, max_count)
+            if json_out:  # {"items": […]}, written piece by piece
+                typer.echo('{"items": [', nl=False)
+                for n, item in enumerate(found):
+                    typer.echo(", " * (n > 0) + json.dumps(item.to_json()), nl=False)
+                typer.echo("]}")
                 return
-            if not found:
-                status(f"no activity in {where} yet")
             show = render.activity_printer(rt.tz)
-            for item in found:
+            shown = 0
+            for shown, item in enumerate(found, start=1):  # noqa: B007 - counted
                 show(item)
+            if not shown:
+                status(f"no activity in {where} yet")
             return
         show = render.activity_printer(rt.tz, json_out)
         for printed, item in enumerate(items, start=1):

@@ -336,7 +336,17 @@ def follow_activity(
 
     def begin() -> tuple[Mark, list[Item]]:
         with read() as conn:
-            return journal.latest(conn, scope, last, since)
+            return journal.latest(conn, scope, last, since, PAGE)
+
+    def rest(mark: Mark, after: Item) -> tuple[Mark, list[Item], bool]:
+        """A page of what is left of a start in the past; after its last, what became visible
+        since the start's mark, at once (as `follow` reads notifications)."""
+        with read() as conn:
+            page = journal.older(conn, scope, mark, after, PAGE)
+            if len(page) == PAGE:
+                return mark, page, True
+            following, new = journal.since(conn, scope, mark)
+        return following, sorted([*page, *new], key=lambda i: (i.at, i.id)), False
 
     def poll(mark: Mark) -> tuple[Mark, list[Item]]:
         if own is not None and pushed is not None:
@@ -349,6 +359,7 @@ def follow_activity(
         if begun is None:
             return
         mark, items = begun
+        more = since is not None and len(items) == PAGE
         if on_ready is not None:
             on_ready()
         pace = _Pace(read, stop, listener, idle_timeout, on_status)
@@ -356,6 +367,13 @@ def follow_activity(
             for item in items:
                 pace.delivered()
                 yield item
+            if more:  # the start's next page, without waiting for a wake-up
+                paged = functools.partial(rest, mark, items[-1])
+                rested = patiently(paged, stop, on_status) if live else paged()
+                if rested is None:
+                    return
+                mark, items, more = rested
+                continue
             if not live:
                 return
             polled = pace.next(functools.partial(poll, mark))

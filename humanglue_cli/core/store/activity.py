@@ -25,6 +25,7 @@ from humanglue_cli.core.store.visibility import (
 )
 
 A = activity.c
+PAGE = 1000  # entries of a start in the past read at a time (`latest`, `older`)
 
 
 def record(conn: sa.Connection, entries: Sequence[Entry]) -> int:
@@ -145,20 +146,45 @@ def _item(row: Any) -> Item:
 
 
 def latest(
-    conn: sa.Connection, scope: Scope, last: int, since: datetime | None = None
+    conn: sa.Connection,
+    scope: Scope,
+    last: int,
+    since: datetime | None = None,
+    page: int = PAGE,
 ) -> tuple[Mark, list[Item]]:
-    """The `last` entries (those from `since`, if given), oldest first, and the mark of what
-    was visible when they were read."""
+    """The `last` entries — or, with `since`, those from then on, the first `page` of them
+    (`older` reads the rest) — oldest first, and the mark of what was visible when they were
+    read."""
     mark = journal_mark(conn, activity)
     if scope.empty or (last <= 0 and since is None):
         return mark, []
     query = _query().where(within(activity, scope))
     if since is not None:
-        query = query.where(A.at >= since)
-    query = query.order_by(A.at.desc(), A.id.desc())
-    if last > 0:
-        query = query.limit(last)
-    return mark, [_item(r) for r in reversed(conn.execute(query).all())]
+        ordered = query.where(A.at >= since).order_by(A.at, A.id).limit(page)
+        return mark, [_item(r) for r in conn.execute(ordered)]
+    newest = query.order_by(A.at.desc(), A.id.desc()).limit(last)
+    return mark, [_item(r) for r in reversed(conn.execute(newest).all())]
+
+
+def older(
+    conn: sa.Connection, scope: Scope, mark: Mark, after: Item, page: int = PAGE
+) -> list[Item]:
+    """The next `page` entries of a start in the past: visible at `mark` (those that became
+    visible since come after, as new), after `after` by (at, id), oldest first."""
+    key = sa.tuple_(A.at, A.id) > sa.tuple_(
+        sa.bindparam(None, after.at, type_=A.at.type),
+        sa.bindparam(None, after.id, type_=A.id.type),
+    )
+    visible = sa.not_(journal_new(conn, activity, mark))
+    if conn.dialect.name == "postgresql":
+        visible = sa.or_(A.commit_seq.is_(None), visible)
+    query = (
+        _query()
+        .where(within(activity, scope), A.at >= after.at, key, visible)  # `at`: an index bound
+        .order_by(A.at, A.id)
+        .limit(page)
+    )
+    return [_item(r) for r in conn.execute(query)]
 
 
 def since(conn: sa.Connection, scope: Scope, mark: Mark) -> tuple[Mark, list[Item]]:
