@@ -267,9 +267,11 @@ def test_an_email_change_in_flight_does_not_stall_an_announcement_to_others(
         # When the worker drains
         started = time.monotonic()
         result = pipeline.drain(site.engine)
-        # Then the enrollment is delivered, and the announcement waits (after one short wait)
+        # Then the enrollment is delivered, and the announcement waits (after one short wait;
+        # set aside again if this drain outlasts the second after which it is due again, as it
+        # may on a loaded machine)
         assert time.monotonic() - started < 3
-        assert site.count("type = 'enrollment'") == 2 and result.set_aside == 1
+        assert site.count("type = 'enrollment'") == 2 and result.set_aside >= 1
         assert site.count("type = 'system_announcement'") == 0
         platform.rollback()
     due_now(site)
